@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* libmnp: everything in one include. */
+#pragma once
+
+#include "frame.h"
+#include "limits.h"
+#include "link.h"
+#include "message.h"
+#include "pen-ids.h"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages mnd needs to build, test and run.
+# Idempotent: asks apt-get only for what is missing (and runs as root or via sudo).
+set -euo pipefail
+
+packages=(
+        # build
+        build-essential cmake ninja-build pkg-config
+        # libraries
+        libusb-1.0-0-dev libserialport-dev libsystemd-dev libglib2.0-dev
+        libumockdev-dev umockdev
+        # tests: unit framework, memory checking, fuzzing (clang + libFuzzer runtime)
+        libcmocka-dev valgrind clang libclang-rt-14-dev python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+                missing+=("$p")
+        fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+        echo "install-deps: all ${#packages[@]} packages present"
+        exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

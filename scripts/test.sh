@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The quick start's test command: installs what is missing, then builds and
+# runs every test three ways:
+#   1. a warning-free (-Werror) build: unit, integration and benchmark tests,
+#      and every unit test again under valgrind;
+#   2. an AddressSanitizer + UndefinedBehaviorSanitizer build of the whole suite;
+#   3. a clang libFuzzer build: each fuzzer runs for FUZZ_SECONDS (default 60).
+# Then the benchmarks print their figures.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+out=${MND_BUILD_DIR:-$top/build}
+jobs=$(nproc)
+fuzz_seconds=${FUZZ_SECONDS:-60}
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "dependencies"
+"$top/scripts/install-deps.sh"
+
+step "build: release with warnings as errors"
+cmake -S "$top" -B "$out/release" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMND_WERROR=ON >/dev/null
+ninja -C "$out/release"
+step "tests: unit, integration, benchmarks (quick), valgrind"
+ctest --test-dir "$out/release" -j "$jobs" --output-on-failure --timeout 600
+
+step "build: AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S "$top" -B "$out/asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMND_SANITIZE=ON -DMND_WERROR=ON >/dev/null
+ninja -C "$out/asan"
+step "tests under the sanitizers"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:verify_asan_link_order=0 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --test-dir "$out/asan" -j "$jobs" --output-on-failure --timeout 600 -LE bench
+
+step "build: libFuzzer (clang)"
+CC=clang cmake -S "$top" -B "$out/fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMND_FUZZ=ON >/dev/null
+ninja -C "$out/fuzz"
+step "fuzzing, ${fuzz_seconds} s per target"
+fuzzers=0
+for fuzzer in "$out"/fuzz/tests/fuzz/fuzz-*; do
+        [ -x "$fuzzer" ] || continue
+        name=$(basename "$fuzzer")
+        corpus="$out/fuzz/corpus/$name"
+        mkdir -p "$corpus"
+        seeds="$top/tests/fuzz/corpus/${name#fuzz-}"
+        echo "-- $name"
+        log="$out/fuzz/$name.log"
+        status=0
+        "$fuzzer" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$corpus" \
+                $( [ -d "$seeds" ] && echo "$seeds" ) >"$log" 2>&1 || status=$?
+        grep -E '^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+ +DONE)' "$log" || true
+        if [ "$status" -ne 0 ]; then
+                tail -n 60 "$log"
+                echo "$name failed (exit $status); the crashing input is named above" >&2
+                exit 1
+        fi
+        fuzzers=$((fuzzers + 1))
+done
+if [ "$fuzzers" -eq 0 ]; then
+        echo "no fuzz targets were built" >&2
+        exit 1
+fi
+
+step "benchmarks"
+for bench in "$out"/release/tests/bench/bench-*; do
+        [ -x "$bench" ] || continue
+        echo "-- $(basename "$bench")"
+        "$bench"
+done
+
+step "all tests passed"
