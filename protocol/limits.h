@@ -54,6 +54,7 @@ const struct mnp_area_limits *mnp_limits_area(const struct mnp_limits *l, const 
 /*
  * The effective caps for an area: the area's caps, lowered further by the
  * global caps.  Returns 0, or -ENOENT (with reason) for an unknown area.
+ * area == NULL gives the global caps (id ""), as outside a session.
  */
 int mnp_limits_effective(const struct mnp_limits *l, const char *area,
                          struct mnp_area_limits *ret, char *reason, size_t size);
@@ -67,6 +68,15 @@ int mnp_limits_effective(const struct mnp_limits *l, const char *area,
  * caps); so are unknown sections, areas and keys and malformed numbers.
  * Returns 0 or -EINVAL/-ERANGE/-ENOENT; reason starts with "line N: " when
  * line > 0.  On error *l is unchanged.
+ *   -ENOENT   unknown section, unknown area in "area.<id>", unknown key
+ *             (names and ids are matched exactly, case-sensitively)
+ *   -EINVAL   malformed value (anything but 1+ digits: empty, sign, spaces,
+ *             hex, exponent, trailing garbage) or a value above UINT32_MAX;
+ *             a zero max_speed_hz or max_duration_s (it would forbid every
+ *             session; a zero max_depth_um is allowed); NULL arguments
+ *   -ERANGE   a raise: the value is above the cap it would replace (the
+ *             global cap for [limits], the area's own cap for [area.<id>],
+ *             so the order of the sections does not matter)
  */
 int mnp_limits_apply(struct mnp_limits *l, const char *section, const char *key, const char *value,
                      unsigned line, char *reason, size_t size);
@@ -79,7 +89,13 @@ int mnp_limits_apply(struct mnp_limits *l, const char *section, const char *key,
  *   -ERANGE   above (or below) a cap; reason names the value and the cap
  *   -EDOM     depth not a multiple of the pen's step (refused, never rounded)
  *   -ENOENT   unknown area
- *   -EINVAL   a zero duration or a zero step reported by the pen
+ *   -EINVAL   a zero duration or a zero step reported by the pen (or l == NULL)
+ * Order: unknown area first, then (depth) a zero step and the step rule,
+ * then the caps.  Of the caps that apply (absolute, pen maximum, area,
+ * clinic/global) the tightest is named; on a tie the more fundamental one
+ * (absolute, then pen, then area, then clinic).  Below the pen's minimum is
+ * checked after the upper caps.  Without a pen, a speed of 0 Hz passes.
+ * On success reason is set to "" (when size > 0).
  */
 int mnp_check_depth(const struct mnp_limits *l, const struct mnp_pen_range *pen, const char *area,
                     uint32_t depth_um, char *reason, size_t size);
@@ -88,7 +104,8 @@ int mnp_check_speed(const struct mnp_limits *l, const struct mnp_pen_range *pen,
 int mnp_check_duration(const struct mnp_limits *l, const char *area, uint32_t duration_s,
                        char *reason, size_t size);
 
-/* Formats micrometres as millimetres with two decimals ("0.75 mm"), or three when needed ("0.333 mm"). */
+/* Formats micrometres as millimetres with two decimals ("0.75 mm"), or three when needed ("0.333 mm").
+ * Returns buf ("" when buf is NULL or size is 0); 16 bytes always suffice. */
 const char *mnp_format_depth(uint32_t depth_um, char *buf, size_t size);
 
 #ifdef __cplusplus

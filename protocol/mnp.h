@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* libmnp: everything in one include. */
+/* libmnp: everything in one include: #include <mnp/mnp.h> */
 #pragma once
 
 #include "frame.h"
