@@ -7,8 +7,8 @@ packages=(
         # build
         build-essential cmake ninja-build pkg-config
         # libraries
-        libusb-1.0-0-dev libserialport-dev libsystemd-dev libglib2.0-dev
-        libumockdev-dev umockdev
+        libusb-1.0-0-dev libserialport-dev libsystemd-dev libglib2.0-dev libinih-dev
+        libumockdev-dev umockdev dbus-daemon scdoc
         # tests: unit framework, memory checking, fuzzing (clang + libFuzzer runtime)
         libcmocka-dev valgrind clang libclang-rt-14-dev python3
 )
