@@ -36,7 +36,7 @@ struct sim_pen_config {
         uint64_t seed;                  /* boot ids and fault injection draw from this */
 };
 
-/* The defaults: a 0-3.00 mm pen in 0.05 mm steps, 50-150 Hz, 500 ms leases. */
+/* The defaults: a 0-3.00 mm pen in 0.05 mm steps, 50-150 Hz, leases up to 1000 ms. */
 void sim_pen_config_default(struct sim_pen_config *cfg);
 
 struct sim_pen;
@@ -56,7 +56,11 @@ void sim_pen_advance(struct sim_pen *p, uint64_t now_us);
 /* Copies up to size bytes that are due for the host by now_us; returns how many. */
 size_t sim_pen_transmit(struct sim_pen *p, uint64_t now_us, uint8_t *buf, size_t size);
 
-/* When sim_pen_advance() or sim_pen_transmit() next has work; UINT64_MAX if never. */
+/* When sim_pen_advance() or sim_pen_transmit() next has work; UINT64_MAX if never.
+ * Bytes that are already due are not counted: call sim_pen_transmit() after
+ * every sim_pen_receive()/sim_pen_advance() and whenever the host can take
+ * more.  The transmit queue holds at most 64 frames; when the host does not
+ * read, the oldest frame is dropped (counted in snapshot.tx_dropped). */
 uint64_t sim_pen_next_deadline(const struct sim_pen *p);
 
 /* The physical world. */
@@ -101,6 +105,7 @@ struct sim_pen_snapshot {
         bool stalled, connected;
         uint32_t lease_left_ms;
         uint64_t frames_received, frames_sent, commands_acted, duplicates_ignored, naks_sent, bad_frames;
+        uint64_t tx_dropped;            /* frames dropped because the host did not read them */
 };
 
 void sim_pen_snapshot(const struct sim_pen *p, uint64_t now_us, struct sim_pen_snapshot *ret);
