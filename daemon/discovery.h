@@ -54,7 +54,11 @@ typedef void (*mnd_discovery_fn)(struct mnd_discovery *d, const struct mnd_pen_d
 int mnd_discovery_new(sd_event *event, const struct mnd_id_table *ids, mnd_discovery_fn added,
                       mnd_discovery_fn removed, void *userdata, struct mnd_discovery **ret);
 
-/* Opens the pen's transport (claims the interface / opens the tty). */
+/* Opens the pen's transport (claims the interface / opens the tty).
+ * event may be NULL: the discovery's loop.  A USB pen's completions come
+ * through the discovery's loop, so for one another loop gives -EXDEV.
+ * -ENODEV if dev is not (or no longer) plugged in, -EBUSY if another
+ * program or transport has the interface claimed. */
 int mnd_discovery_open(struct mnd_discovery *d, const struct mnd_pen_device *dev,
                        sd_event *event, struct mnd_transport **ret);
 
