@@ -63,10 +63,13 @@ struct mnp_link {
         uint16_t last_peer_seq;
 };
 
-/* cfg may be NULL for the defaults. */
+/* cfg may be NULL for the defaults; in a given cfg, a zero rto_us, heartbeat_us or
+ * peer_timeout_us also means the default (max_retries is taken as given, 0 included).
+ * The heartbeat and peer-loss timers start at now_us. */
 void mnp_link_init(struct mnp_link *l, const struct mnp_link_config *cfg, uint64_t now_us);
 
-/* Forget everything pending and received (after a new handshake). Keeps cfg and next_seq. */
+/* Forget everything pending and received (after a new handshake). Keeps cfg and next_seq.
+ * Counts as hearing from the peer at now_us (the handshake frame that prompted it). */
 void mnp_link_reset(struct mnp_link *l, uint64_t now_us);
 
 /*
@@ -75,6 +78,8 @@ void mnp_link_reset(struct mnp_link *l, uint64_t now_us);
  * -EBUSY if a reliable frame other than STOP is already in flight (STOP never
  * gets -EBUSY: a new STOP replaces an older unacknowledged one), or the
  * errors of mnp_msg_encode.  If ret_seq is not NULL, the seq used is stored there.
+ * Sending a STOP while a START is in flight ends that START's retransmissions: it
+ * can still be answered, or times out at its next deadline (PROTOCOL.md 8.3).
  */
 ssize_t mnp_link_send(struct mnp_link *l, uint64_t now_us, const struct mnp_msg *m,
                       uint8_t *out, size_t size, uint16_t *ret_seq);
@@ -87,7 +92,11 @@ enum mnp_link_rx {
         MNP_LINK_RX_STALE,      /* ACK/NAK/HELLO_REPLY for nothing in flight: ignore */
 };
 
-/* Classifies a decoded frame and its unpacked message, and notes the peer as alive. */
+/* Classifies a decoded frame and its unpacked message, and notes the peer as alive.
+ * m may be NULL when the payload did not unpack (unknown type, malformed): a
+ * reliable frame is then still classified by its seq (so its NAK can be cached),
+ * and an ACK/NAK/HELLO_REPLY without m is STALE.  ret_answered may be NULL; it
+ * is set to 0 unless the result is MNP_LINK_RX_ANSWER. */
 enum mnp_link_rx mnp_link_receive(struct mnp_link *l, uint64_t now_us, const struct mnp_frame *f,
                                   const struct mnp_msg *m, uint8_t *ret_answered);
 
@@ -114,7 +123,9 @@ bool mnp_link_heartbeat_due(const struct mnp_link *l, uint64_t now_us);
 bool mnp_link_peer_lost(const struct mnp_link *l, uint64_t now_us);
 
 /* The earliest time at which poll, heartbeat_due or peer_lost can change:
- * arm one timer for it.  UINT64_MAX if never. */
+ * arm one timer for it.  UINT64_MAX if never.  Once heartbeat_due or peer_lost
+ * is true the result stays in the past until something is sent or received, so
+ * a caller that does not act on them must not re-arm with it unchanged. */
 uint64_t mnp_link_next_deadline(const struct mnp_link *l);
 
 /* The motion lease, as the pen keeps it. */
@@ -123,11 +134,13 @@ struct mnp_lease {
         uint64_t expires_us;
 };
 
-/* Grants (or renews) for ms milliseconds, capped at max_ms. ms == 0 revokes it. */
+/* Grants (or renews) for ms milliseconds from now_us, capped at max_ms. ms == 0
+ * (or max_ms == 0) revokes it. */
 void mnp_lease_grant(struct mnp_lease *lease, uint64_t now_us, uint32_t ms, uint32_t max_ms);
 void mnp_lease_revoke(struct mnp_lease *lease);
 /* Active and not yet expired. */
 bool mnp_lease_valid(const struct mnp_lease *lease, uint64_t now_us);
+/* Rounded up: non-zero exactly while the lease is valid. */
 uint32_t mnp_lease_remaining_ms(const struct mnp_lease *lease, uint64_t now_us);
 
 #ifdef __cplusplus
