@@ -109,10 +109,12 @@ ssize_t mnp_link_send(struct mnp_link *l, uint64_t now_us, const struct mnp_msg 
                 slot->len = (size_t) n;
                 memcpy(slot->wire, wire, (size_t) n);
 
-                /* A START in flight is never resent after a STOP: a resent
-                 * copy could reach the pen after the STOP and start it again.
-                 * It is still answered, or times out at its next deadline. */
-                if (m->type == MNP_MSG_STOP && l->pending.active && l->pending.type == MNP_MSG_START &&
+                /* A command in flight is never resent after a STOP: a resent
+                 * START could reach the pen after the STOP and start it again,
+                 * a resent SET_DEPTH would change a setpoint the caller has
+                 * given up on.  It is still answered, or times out at its
+                 * next deadline.  (A HELLO goes on: it stops the pen anyway.) */
+                if (m->type == MNP_MSG_STOP && l->pending.active && l->pending.type != MNP_MSG_HELLO &&
                     l->pending.sends < 1 + l->cfg.max_retries)
                         l->pending.sends = 1 + l->cfg.max_retries;
         }

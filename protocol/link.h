@@ -23,7 +23,7 @@ extern "C" {
 #define MNP_LINK_DEFAULT_RTO_US        30000u   /* retransmission timeout */
 #define MNP_LINK_DEFAULT_MAX_RETRIES   3u       /* retransmissions after the first send */
 #define MNP_LINK_DEFAULT_HEARTBEAT_US  50000u   /* send something at least this often */
-#define MNP_LINK_DEFAULT_PEER_TIMEOUT_US 200000u /* peer lost after this long without a good frame */
+#define MNP_LINK_DEFAULT_PEER_TIMEOUT_US 250000u /* peer lost after this long without a good frame */
 
 struct mnp_link_config {
         uint32_t rto_us;
@@ -78,8 +78,8 @@ void mnp_link_reset(struct mnp_link *l, uint64_t now_us);
  * -EBUSY if a reliable frame other than STOP is already in flight (STOP never
  * gets -EBUSY: a new STOP replaces an older unacknowledged one), or the
  * errors of mnp_msg_encode.  If ret_seq is not NULL, the seq used is stored there.
- * Sending a STOP while a START is in flight ends that START's retransmissions: it
- * can still be answered, or times out at its next deadline (PROTOCOL.md 8.3).
+ * Sending a STOP while a command is in flight ends that command's retransmissions:
+ * it can still be answered, or times out at its next deadline (PROTOCOL.md 8.3).
  */
 ssize_t mnp_link_send(struct mnp_link *l, uint64_t now_us, const struct mnp_msg *m,
                       uint8_t *out, size_t size, uint16_t *ret_seq);

@@ -260,26 +260,26 @@ static void test_stop_overtakes_and_replaces(void **state) {
         assert_int_equal(answered, MNP_MSG_SET_DEPTH);
         assert_false(l.pending.active);
 
-        /* Retransmission: STOP goes first. */
+        /* Retransmission: STOP goes first; the overtaken command is not resent. */
         m = msg_depth(100);
         send_ok(&l, T0 + 100, &m);
         send_ok(&l, T0 + 100, &msg_stop);
         {
-                uint8_t out[MNP_MAX_WIRE_FRAME];
+                uint8_t out[MNP_MAX_WIRE_FRAME], type = 0;
                 struct mnp_frame f;
                 ssize_t n;
 
                 n = mnp_link_poll(&l, T0 + 100 + RTO, out, sizeof(out), NULL);
                 decode(out, n, &f);
                 assert_int_equal(f.type, MNP_MSG_STOP);
-                n = mnp_link_poll(&l, T0 + 100 + RTO, out, sizeof(out), NULL);
-                decode(out, n, &f);
-                assert_int_equal(f.type, MNP_MSG_SET_DEPTH);
+                n = mnp_link_poll(&l, T0 + 100 + RTO, out, sizeof(out), &type);
+                assert_int_equal(n, -ETIMEDOUT);
+                assert_int_equal(type, MNP_MSG_SET_DEPTH);
                 assert_int_equal(mnp_link_poll(&l, T0 + 100 + RTO, out, sizeof(out), NULL), 0);
         }
 }
 
-static void test_stop_ends_start_retransmission(void **state) {
+static void test_stop_ends_command_retransmission(void **state) {
         uint8_t out[MNP_MAX_WIRE_FRAME], type = 0;
         struct mnp_link l;
         struct mnp_msg m;
@@ -309,7 +309,7 @@ static void test_stop_ends_start_retransmission(void **state) {
         assert_int_equal(rx(&l, T0 + 1, 5, &m, &type), MNP_LINK_RX_ANSWER);
         assert_int_equal(type, MNP_MSG_START);
 
-        /* Other commands are still resent after a STOP. */
+        /* No other command is resent after a STOP either. */
         mnp_link_init(&l, NULL, T0);
         m = msg_depth(50);
         send_ok(&l, T0, &m);
@@ -318,8 +318,21 @@ static void test_stop_ends_start_retransmission(void **state) {
         decode(out, n, &f);
         assert_int_equal(f.type, MNP_MSG_STOP);
         n = mnp_link_poll(&l, T0 + RTO, out, sizeof(out), &type);
+        assert_int_equal(n, -ETIMEDOUT);
+        assert_int_equal(type, MNP_MSG_SET_DEPTH);
+        assert_int_equal(mnp_link_poll(&l, T0 + RTO, out, sizeof(out), &type), 0);
+
+        /* A HELLO in flight goes on being resent: it stops the pen itself. */
+        mnp_link_init(&l, NULL, T0);
+        m = msg_hello();
+        send_ok(&l, T0, &m);
+        send_ok(&l, T0, &msg_stop);
+        n = mnp_link_poll(&l, T0 + RTO, out, sizeof(out), &type);
         decode(out, n, &f);
-        assert_int_equal(f.type, MNP_MSG_SET_DEPTH);
+        assert_int_equal(f.type, MNP_MSG_STOP);
+        n = mnp_link_poll(&l, T0 + RTO, out, sizeof(out), &type);
+        decode(out, n, &f);
+        assert_int_equal(f.type, MNP_MSG_HELLO);
 }
 
 /* ---- answers ---- */
@@ -466,7 +479,7 @@ static void test_retransmission_config(void **state) {
         assert_int_equal(l.cfg.rto_us, 30000);
         assert_int_equal(l.cfg.max_retries, 3);
         assert_int_equal(l.cfg.heartbeat_us, 50000);
-        assert_int_equal(l.cfg.peer_timeout_us, 200000);
+        assert_int_equal(l.cfg.peer_timeout_us, 250000);
 }
 
 static void test_stop_retransmission_and_timeout(void **state) {
@@ -900,8 +913,9 @@ static void test_next_deadline(void **state) {
         assert_int_equal(mnp_link_next_deadline(&l), T0 + 60000);
         send_ok(&l, T0 + 35000, &msg_stop);
         assert_int_equal(mnp_link_next_deadline(&l), T0 + 60000);
-        assert_true(mnp_link_poll(&l, T0 + 60000, out, sizeof(out), NULL) > 0);
-        /* Now the STOP (65000) is next, then the SET_DEPTH's timeout (90000). */
+        /* The SET_DEPTH, overtaken by the STOP, times out at its first deadline. */
+        assert_int_equal(mnp_link_poll(&l, T0 + 60000, out, sizeof(out), NULL), -ETIMEDOUT);
+        /* Now the STOP (65000) is next. */
         assert_int_equal(mnp_link_next_deadline(&l), T0 + 65000);
         assert_true(mnp_link_poll(&l, T0 + 65000, out, sizeof(out), NULL) > 0);
         assert_int_equal(mnp_link_next_deadline(&l), T0 + 70000);       /* peer timeout: rx at 30000 */
@@ -1019,7 +1033,7 @@ int main(void) {
                 cmocka_unit_test(test_send_errors_consume_nothing),
                 cmocka_unit_test(test_busy),
                 cmocka_unit_test(test_stop_overtakes_and_replaces),
-                cmocka_unit_test(test_stop_ends_start_retransmission),
+                cmocka_unit_test(test_stop_ends_command_retransmission),
                 cmocka_unit_test(test_answer_matching),
                 cmocka_unit_test(test_retransmission_timing),
                 cmocka_unit_test(test_retransmission_config),
