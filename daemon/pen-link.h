@@ -115,11 +115,14 @@ struct mnd_pen_link *mnd_pen_link_free(struct mnd_pen_link *l);
 /* NULL until the first handshake completes. */
 const struct mnd_pen_identity *mnd_pen_link_identity(const struct mnd_pen_link *l);
 const struct mnd_pen_status *mnd_pen_link_status(const struct mnd_pen_link *l);
+/* Diagnostics: frames from the pen that were discarded (bad CRC, COBS, size, version). */
+const struct mnp_decoder_stats *mnd_pen_link_decoder_stats(const struct mnd_pen_link *l);
 
 /*
  * Commands are queued in order, one in flight at a time.  They return 0 (done
  * is called later, exactly once, never from inside this call), -ENOTCONN (not
- * connected or handshake not done), -EBUSY (queue full).
+ * connected or handshake not done), -EBUSY (queue full); also -ENOMEM, and
+ * -ERANGE for a speed that does not fit the wire's u16.
  */
 int mnd_pen_link_set_depth(struct mnd_pen_link *l, uint32_t depth_um, mnd_pen_done_fn done, void *userdata);
 int mnd_pen_link_set_speed(struct mnd_pen_link *l, uint32_t speed_hz, mnd_pen_done_fn done, void *userdata);
