@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Authorisation: one function per action.  Stop and StopAll have none, by
+ * design: stopping is never refused (domain.md).
+ */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+struct mnd_manager;
+
+/*
+ * org.microneedle.mnd.operate: SetDepth, SetSpeed, StartSession, ClearFault.
+ * Returns 0 if the caller may, or a negative errno with error set
+ * (org.freedesktop.DBus.Error.AccessDenied and a sentence).
+ */
+int mnd_auth_operate(struct mnd_manager *m, sd_bus_message *message, sd_bus_error *error);

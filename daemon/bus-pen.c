@@ -1,0 +1,784 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* /org/microneedle/Mnd1/pen/<serial>: org.microneedle.Mnd1.Pen, one object per connected pen. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "bus-error.h"
+#include "log.h"
+#include "manager.h"
+
+/* ---- properties ---- */
+
+static int property_get_identity_string(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+        const char *v = "";
+
+        if (pen) {
+                if (streq(property, "Serial"))
+                        v = pen->identity.serial;
+                else if (streq(property, "Model"))
+                        v = pen->identity.model;
+                else if (streq(property, "Firmware"))
+                        v = pen->identity.firmware;
+                else if (streq(property, "Transport"))
+                        v = mnp_transport_name(pen->identity.kind);
+        }
+        return sd_bus_message_append(reply, "s", v);
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", mnd_pen_state_string(userdata));
+}
+
+static int property_get_status_u(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const struct mnd_pen_status *st = userdata ? mnd_pen_status(userdata) : NULL;
+        uint32_t v = 0;
+
+        if (st) {
+                struct mnd_pen *pen = userdata;
+
+                if (streq(property, "DepthUm"))
+                        v = pen->depth_um;
+                else if (streq(property, "SpeedHz"))
+                        v = pen->speed_hz;
+                else if (streq(property, "ActualDepthUm"))
+                        v = st->depth_actual_um;
+                else if (streq(property, "ActualSpeedHz"))
+                        v = st->speed_actual_hz;
+        }
+        return sd_bus_message_append(reply, "u", v);
+}
+
+static int property_get_depth_range(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+        const struct mnp_pen_range *r = pen ? &pen->identity.range : &(struct mnp_pen_range) {};
+
+        return sd_bus_message_append(reply, "(uuu)", r->depth_min_um, r->depth_max_um, r->depth_step_um);
+}
+
+static int property_get_speed_range(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+        const struct mnp_pen_range *r = pen ? &pen->identity.range : &(struct mnp_pen_range) {};
+
+        return sd_bus_message_append(reply, "(uu)", r->speed_min_hz, r->speed_max_hz);
+}
+
+static int property_get_cartridge(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const struct mnd_pen_status *st = userdata ? mnd_pen_status(userdata) : NULL;
+
+        return sd_bus_message_append(reply, "s", st ? st->cartridge : "");
+}
+
+static int property_get_battery(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const struct mnd_pen_status *st = userdata ? mnd_pen_status(userdata) : NULL;
+
+        return sd_bus_message_append(reply, "y", st ? st->battery_percent : (uint8_t) 255);
+}
+
+static int property_get_session(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+
+        return sd_bus_message_append(reply, "o", pen && pen->session ? pen->session->path : "/");
+}
+
+static int property_get_fault(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", userdata ? mnd_pen_fault_string(userdata) : "");
+}
+
+/* ---- commands that wait for the pen ---- */
+
+struct pen_op {
+        struct mnd_pen *pen;
+        sd_bus_message *message;
+        char what[64];
+        enum {
+                PEN_OP_OTHER,
+                PEN_OP_DEPTH,
+                PEN_OP_SPEED,
+        } kind;
+        uint32_t value;
+};
+
+static struct pen_op *pen_op_free(struct pen_op *op) {
+        if (!op)
+                return NULL;
+        sd_bus_message_unref(op->message);
+        return mfree(op);
+}
+
+static struct pen_op *pen_op_new(struct mnd_pen *pen, sd_bus_message *message, const char *what) {
+        struct pen_op *op = calloc(1, sizeof(*op));
+
+        if (!op)
+                return NULL;
+        op->pen = pen;
+        op->message = sd_bus_message_ref(message);
+        snprintf(op->what, sizeof(op->what), "%s", what);
+        return op;
+}
+
+/* A command's completion: reply only now, when the pen acknowledged (or refused). */
+static void pen_op_done(struct mnd_pen_link *l, int error, const char *message, void *userdata) {
+        struct pen_op *op = userdata;
+        struct mnd_pen *pen = op->pen;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+
+        if (error == -ECANCELED && pen->gone)
+                error = -ENODEV;        /* cancelled because the pen went away */
+        if (error == 0) {
+                log_info("Pen %s: %s: done.", pen->identity.serial, op->what);
+                if (op->kind == PEN_OP_DEPTH)
+                        mnd_pen_set_setpoints(pen, op->value, pen->speed_hz);
+                else if (op->kind == PEN_OP_SPEED)
+                        mnd_pen_set_setpoints(pen, pen->depth_um, op->value);
+                (void) sd_bus_reply_method_return(op->message, NULL);
+        } else {
+                mnd_bus_error_set_pen(&e, error, pen->identity.serial, op->what, message);
+                log_notice("Pen %s: %s failed: %s", pen->identity.serial, op->what, e.message);
+                (void) sd_bus_reply_method_error(op->message, &e);
+        }
+        pen_op_free(op);
+}
+
+/* Authorised, not shutting down, connected: the common gate of the operate methods. */
+static int pen_check_operable(struct mnd_pen *pen, sd_bus_message *message, sd_bus_error *error) {
+        int r;
+
+        r = mnd_auth_operate(pen->manager, message, error);
+        if (r < 0)
+                return r;
+        if (pen->manager->shutting_down)
+                return sd_bus_error_setf(error, MND_ERROR_BUSY, "the daemon is shutting down");
+        if (pen->gone || !pen->link || !mnd_pen_status(pen) || !pen->ready)
+                return sd_bus_error_setf(error, MND_ERROR_NOT_CONNECTED, "pen %s is not connected",
+                                         pen->identity.serial);
+        return 0;
+}
+
+static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+        char reason[MNP_REASON_MAX], what[64], mm[16];
+        struct pen_op *op;
+        uint32_t depth;
+        int r;
+
+        r = sd_bus_message_read(message, "u", &depth);
+        if (r < 0)
+                return r;
+        r = pen_check_operable(pen, message, error);
+        if (r < 0)
+                return r;
+
+        /* Every limit at once, before anything is sent: pen range, absolute, clinic, session area. */
+        r = mnp_check_depth(&pen->manager->config->limits, &pen->identity.range, mnd_pen_current_area(pen),
+                            depth, reason, sizeof(reason));
+        if (r < 0) {
+                log_notice("Pen %s: refused depth %" PRIu32 " um: %s", pen->identity.serial, depth, reason);
+                return mnd_bus_error_set_limit(error, r, reason);
+        }
+
+        snprintf(what, sizeof(what), "set depth to %s", mnp_format_depth(depth, mm, sizeof(mm)));
+        op = pen_op_new(pen, message, what);
+        if (!op)
+                return -ENOMEM;
+        op->kind = PEN_OP_DEPTH;
+        op->value = depth;
+        r = mnd_pen_link_set_depth(pen->link, depth, pen_op_done, op);
+        if (r < 0) {
+                pen_op_free(op);
+                return mnd_bus_error_set_pen(error, r, pen->identity.serial, what, NULL);
+        }
+        return 1;
+}
+
+static int method_set_speed(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+        char reason[MNP_REASON_MAX], what[64];
+        struct pen_op *op;
+        uint32_t speed;
+        int r;
+
+        r = sd_bus_message_read(message, "u", &speed);
+        if (r < 0)
+                return r;
+        r = pen_check_operable(pen, message, error);
+        if (r < 0)
+                return r;
+
+        r = mnp_check_speed(&pen->manager->config->limits, &pen->identity.range, mnd_pen_current_area(pen),
+                            speed, reason, sizeof(reason));
+        if (r < 0) {
+                log_notice("Pen %s: refused speed %" PRIu32 " Hz: %s", pen->identity.serial, speed, reason);
+                return mnd_bus_error_set_limit(error, r, reason);
+        }
+
+        snprintf(what, sizeof(what), "set speed to %" PRIu32 " Hz", speed);
+        op = pen_op_new(pen, message, what);
+        if (!op)
+                return -ENOMEM;
+        op->kind = PEN_OP_SPEED;
+        op->value = speed;
+        r = mnd_pen_link_set_speed(pen->link, speed, pen_op_done, op);
+        if (r < 0) {
+                pen_op_free(op);
+                return mnd_bus_error_set_pen(error, r, pen->identity.serial, what, NULL);
+        }
+        return 1;
+}
+
+static int method_clear_fault(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+        struct pen_op *op;
+        int r;
+
+        r = pen_check_operable(pen, message, error);
+        if (r < 0)
+                return r;
+
+        op = pen_op_new(pen, message, "clear the fault");
+        if (!op)
+                return -ENOMEM;
+        r = mnd_pen_link_clear_fault(pen->link, pen_op_done, op);
+        if (r < 0) {
+                pen_op_free(op);
+                return mnd_bus_error_set_pen(error, r, pen->identity.serial, "clear the fault", NULL);
+        }
+        return 1;
+}
+
+static void method_stop_done(struct mnd_pen *pen, int error, void *userdata) {
+        sd_bus_message *message = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+
+        if (mnd_bus_stop_result(&e, error, pen) < 0)
+                (void) sd_bus_reply_method_error(message, &e);
+        else
+                (void) sd_bus_reply_method_return(message, NULL);
+        sd_bus_message_unref(message);
+}
+
+/* Never refused: no authorisation, no state check.  Idempotent. */
+static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+
+        log_info("Pen %s: Stop from %s.", pen->identity.serial, strempty(sd_bus_message_get_sender(message)));
+        mnd_pen_stop(pen, MND_SESSION_STOPPED, "stopped", method_stop_done, sd_bus_message_ref(message));
+        return 1;
+}
+
+/* ---- StartSession ---- */
+
+struct start_options {
+        const char *area;
+        uint32_t duration_s;
+        uint32_t depth_um, speed_hz;
+        bool has_depth, has_speed;
+        const char *operator_name;
+        const char *patient_ref;
+};
+
+enum {
+        OPT_AREA,
+        OPT_DURATION,
+        OPT_DEPTH,
+        OPT_SPEED,
+        OPT_OPERATOR,
+        OPT_PATIENT_REF,
+        _OPT_MAX,
+};
+
+static const struct {
+        const char *key;
+        const char *type;
+        const char *type_name;
+        bool required;
+} start_option_table[_OPT_MAX] = {
+        [OPT_AREA]        = { "area",        "s", "string", true },
+        [OPT_DURATION]    = { "duration_s",  "u", "uint32", true },
+        [OPT_DEPTH]       = { "depth_um",    "u", "uint32", false },
+        [OPT_SPEED]       = { "speed_hz",    "u", "uint32", false },
+        [OPT_OPERATOR]    = { "operator",    "s", "string", false },
+        [OPT_PATIENT_REF] = { "patient_ref", "s", "string", false },
+};
+
+static int check_option_text(const char *key, const char *value, size_t max, sd_bus_error *error) {
+        int r = mnd_session_check_text(value, max);
+
+        if (r == -E2BIG)
+                return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
+                                         "option '%s' is %zu bytes long; at most %zu are allowed", key,
+                                         strlen(value), max);
+        if (r < 0)
+                return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
+                                         "option '%s' contains control characters; only printable text is allowed",
+                                         key);
+        return 0;
+}
+
+static int parse_start_options(sd_bus_message *message, struct start_options *o, sd_bus_error *error) {
+        bool seen[_OPT_MAX] = {};
+        int r;
+
+        r = sd_bus_message_enter_container(message, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
+                const char *key, *contents;
+                unsigned i;
+
+                r = sd_bus_message_read(message, "s", &key);
+                if (r < 0)
+                        return r;
+                for (i = 0; i < _OPT_MAX; i++)
+                        if (streq(key, start_option_table[i].key))
+                                break;
+                if (i == _OPT_MAX)
+                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
+                                                 "unknown option '%.32s'; the options are area (s), duration_s (u), "
+                                                 "depth_um (u), speed_hz (u), operator (s) and patient_ref (s)",
+                                                 key);
+                if (seen[i])
+                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
+                                                 "option '%s' is given more than once", key);
+                seen[i] = true;
+
+                r = sd_bus_message_peek_type(message, NULL, &contents);
+                if (r < 0)
+                        return r;
+                if (!streq(contents, start_option_table[i].type))
+                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
+                                                 "option '%s' must be of type '%s' (%s), not '%.16s'", key,
+                                                 start_option_table[i].type, start_option_table[i].type_name,
+                                                 contents);
+                r = sd_bus_message_enter_container(message, 'v', contents);
+                if (r < 0)
+                        return r;
+                switch (i) {
+                case OPT_AREA:
+                        r = sd_bus_message_read(message, "s", &o->area);
+                        break;
+                case OPT_DURATION:
+                        r = sd_bus_message_read(message, "u", &o->duration_s);
+                        break;
+                case OPT_DEPTH:
+                        r = sd_bus_message_read(message, "u", &o->depth_um);
+                        o->has_depth = true;
+                        break;
+                case OPT_SPEED:
+                        r = sd_bus_message_read(message, "u", &o->speed_hz);
+                        o->has_speed = true;
+                        break;
+                case OPT_OPERATOR:
+                        r = sd_bus_message_read(message, "s", &o->operator_name);
+                        break;
+                case OPT_PATIENT_REF:
+                        r = sd_bus_message_read(message, "s", &o->patient_ref);
+                        break;
+                }
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(message);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(message);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(message);
+        if (r < 0)
+                return r;
+
+        for (unsigned i = 0; i < _OPT_MAX; i++)
+                if (start_option_table[i].required && !seen[i])
+                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
+                                                 "option '%s' (type '%s', %s) is required",
+                                                 start_option_table[i].key, start_option_table[i].type,
+                                                 start_option_table[i].type_name);
+
+        r = check_option_text("area", o->area, MNP_AREA_ID_MAX - 1, error);
+        if (r < 0) {
+                if (sd_bus_error_has_name(error, MND_ERROR_INVALID_ARGUMENT) &&
+                    mnd_session_check_text(o->area, 64) == 0) {
+                        /* Merely too long to be an area id: say so as limits.c would. */
+                        sd_bus_error_free(error);
+                        return sd_bus_error_setf(error, MND_ERROR_NO_SUCH_AREA,
+                                                 "unknown treatment area '%.24s...'", o->area);
+                }
+                return r;
+        }
+        if (o->operator_name) {
+                r = check_option_text("operator", o->operator_name, MND_SESSION_OPERATOR_MAX, error);
+                if (r < 0)
+                        return r;
+        }
+        if (o->patient_ref) {
+                r = check_option_text("patient_ref", o->patient_ref, MND_SESSION_PATIENT_REF_MAX, error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+struct mnd_start_op {
+        struct mnd_pen *pen;
+        sd_bus_message *message;
+        struct mnd_session_params params;       /* strings below */
+        char area[MNP_AREA_ID_MAX];
+        char cartridge[MNP_MAX_STR + 1];
+        char *operator_name;
+        char *patient_ref;
+};
+
+static struct mnd_start_op *start_op_free(struct mnd_start_op *op) {
+        if (!op)
+                return NULL;
+        sd_bus_message_unref(op->message);
+        free(op->operator_name);
+        if (op->patient_ref) {
+                explicit_bzero(op->patient_ref, strlen(op->patient_ref));
+                free(op->patient_ref);
+        }
+        return mfree(op);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct mnd_start_op *, start_op_free);
+
+static void start_not_started(struct mnd_start_op *op) {
+        struct mnd_manager *m = op->pen->manager;
+        int r;
+
+        r = mnd_session_store_end(m->session_store, op->params.id, now_usec(CLOCK_REALTIME), 0, "failed",
+                                  "not-started");
+        if (r < 0)
+                log_warning_errno(r, "Cannot record that session %" PRIu64 " did not start: %m", op->params.id);
+}
+
+static void start_done(struct mnd_pen_link *l, int error, const char *message, void *userdata) {
+        _cleanup_(start_op_freep) struct mnd_start_op *op = userdata;
+        struct mnd_pen *pen = op->pen;
+        struct mnd_session *s = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        char what[64];
+        int r;
+
+        if (pen->starting == op)
+                pen->starting = NULL;
+        snprintf(what, sizeof(what), "start session %" PRIu64, op->params.id);
+
+        if (error == -ECANCELED && pen->gone)
+                error = -ENODEV;
+        if (error < 0) {
+                start_not_started(op);
+                mnd_bus_error_set_pen(&e, error, pen->identity.serial, what, message);
+                log_notice("Pen %s: %s failed: %s", pen->identity.serial, what, e.message);
+                (void) sd_bus_reply_method_error(op->message, &e);
+                return;
+        }
+
+        /* The pen acknowledged: the session exists from now on. */
+        op->params.started_at = now_usec(CLOCK_REALTIME);
+        r = mnd_session_new(&op->params, &s);
+        if (r >= 0) {
+                r = mnd_manager_add_session(pen->manager, s);
+                if (r < 0)
+                        s = mnd_session_free(s);
+        }
+        if (r < 0) {
+                /* Cannot account for it: do not let it run. */
+                log_error_errno(r, "Pen %s: cannot set up session %" PRIu64 ", stopping the pen: %m",
+                                pen->identity.serial, op->params.id);
+                mnd_pen_stop(pen, MND_SESSION_FAILED, "fault:internal", NULL, NULL);
+                start_not_started(op);
+                sd_bus_error_set_errnof(&e, r, "session %" PRIu64 " could not be set up: %m; the pen was stopped",
+                                        op->params.id);
+                (void) sd_bus_reply_method_error(op->message, &e);
+                return;
+        }
+
+        s->pen = pen;
+        pen->session = s;
+        mnd_bus_pen_emit_changed(pen, MND_BUS_PEN_CHANGED_SESSION);
+        mnd_pen_set_setpoints(pen, op->params.depth_um, op->params.speed_hz);
+        mnd_manager_notify_status(pen->manager);
+        if (pen->stop_in_flight || pen->manager->shutting_down)
+                /* A stop raced with the acknowledgement: the pen is being stopped already. */
+                mnd_manager_end_session(pen->manager, s, MND_SESSION_STOPPED, "stopped");
+        /* Patient reference: personal data, debug level only. */
+        log_info("Pen %s: session %" PRIu64 " started: area %s, %" PRIu32 " um, %" PRIu32 " Hz, %" PRIu32
+                 " s planned, cartridge %s.", pen->identity.serial, s->id, s->area, s->depth_um, s->speed_hz,
+                 s->planned_duration_s, s->cartridge);
+        log_debug("Session %" PRIu64 ": operator '%s', patient reference '%s'.", s->id, s->operator_name,
+                  s->patient_ref);
+        (void) sd_bus_reply_method_return(op->message, "o", s->path);
+}
+
+static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(start_op_freep) struct mnd_start_op *op = NULL;
+        struct mnd_pen *pen = userdata;
+        struct mnd_manager *m = pen->manager;
+        struct start_options o = {};
+        const struct mnd_pen_status *st;
+        const struct mnd_cartridge_use *used;
+        char reason[MNP_REASON_MAX];
+        uint64_t id;
+        int r;
+
+        r = parse_start_options(message, &o, error);
+        if (r < 0)
+                return r;
+        r = pen_check_operable(pen, message, error);
+        if (r < 0)
+                return r;
+        st = mnd_pen_status(pen);
+        if (!o.has_depth)
+                o.depth_um = pen->depth_um;
+        if (!o.has_speed)
+                o.speed_hz = pen->speed_hz;
+
+        /* Every limit at once, for the session's area, before anything is sent or recorded. */
+        r = mnp_check_duration(&m->config->limits, o.area, o.duration_s, reason, sizeof(reason));
+        if (r >= 0)
+                r = mnp_check_depth(&m->config->limits, &pen->identity.range, o.area, o.depth_um, reason,
+                                    sizeof(reason));
+        if (r >= 0)
+                r = mnp_check_speed(&m->config->limits, &pen->identity.range, o.area, o.speed_hz, reason,
+                                    sizeof(reason));
+        if (r < 0) {
+                log_notice("Pen %s: refused to start a session: %s", pen->identity.serial, reason);
+                return mnd_bus_error_set_limit(error, r, reason);
+        }
+
+        /* The pen must be free for it. */
+        if (pen->session)
+                return sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is running session %" PRIu64
+                                         "; stop it first", pen->identity.serial, pen->session->id);
+        if (pen->starting || pen->stop_in_flight)
+                return sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is %s; try again when it is idle",
+                                         pen->identity.serial, pen->starting ? "starting a session" : "stopping");
+        if (st->state == MND_PEN_FAULT)
+                return sd_bus_error_setf(error, MND_ERROR_DEVICE_ERROR,
+                                         "pen %s has an active fault '%s'; remove its cause and call ClearFault",
+                                         pen->identity.serial, mnd_pen_fault_string(pen));
+        if (st->state != MND_PEN_IDLE)
+                return sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is %s, not idle; stop it first",
+                                         pen->identity.serial, mnd_pen_state_string(pen));
+
+        /* A new sterile cartridge for every session. */
+        if (isempty(st->cartridge))
+                return sd_bus_error_setf(error, MND_ERROR_CARTRIDGE_MISSING,
+                                         "pen %s has no cartridge; insert a new sterile cartridge",
+                                         pen->identity.serial);
+        if (!mnd_cartridge_id_is_valid(st->cartridge))
+                return sd_bus_error_setf(error, MND_ERROR_DEVICE_ERROR,
+                                         "pen %s reports a cartridge id that is not printable text; replace the "
+                                         "cartridge", pen->identity.serial);
+        used = mnd_cartridge_store_find(m->cartridges, st->cartridge);
+        if (used) {
+                char when[64] = "an earlier date";
+                time_t t = (time_t) (used->time_usec / USEC_PER_SEC);
+                struct tm tm;
+
+                if (localtime_r(&t, &tm))
+                        strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+                return sd_bus_error_setf(error, MND_ERROR_CARTRIDGE_USED,
+                                         "cartridge '%s' was used by session %" PRIu64 " on %s; a cartridge "
+                                         "serves one session: insert a new one", used->id, used->session_id, when);
+        }
+
+        op = calloc(1, sizeof(*op));
+        if (!op)
+                return -ENOMEM;
+        op->pen = pen;
+        op->message = sd_bus_message_ref(message);
+        strcpy_bounded(op->area, sizeof(op->area), o.area);
+        strcpy_bounded(op->cartridge, sizeof(op->cartridge), st->cartridge);
+        op->operator_name = strdup(strempty(o.operator_name));
+        op->patient_ref = strdup(strempty(o.patient_ref));
+        if (!op->operator_name || !op->patient_ref)
+                return -ENOMEM;
+
+        id = mnd_session_store_next_id(m->session_store, mnd_cartridge_store_max_session(m->cartridges));
+        op->params = (struct mnd_session_params) {
+                .id = id,
+                .pen_path = pen->path,
+                .pen_serial = pen->identity.serial,
+                .area = op->area,
+                .operator_name = op->operator_name,
+                .patient_ref = op->patient_ref,
+                .cartridge = op->cartridge,
+                .planned_duration_s = o.duration_s,
+                .depth_um = o.depth_um,
+                .speed_hz = o.speed_hz,
+        };
+
+        /* On disk (fsync'd) before the START is sent: the cartridge counts as used from here on. */
+        r = mnd_cartridge_store_record(m->cartridges, op->cartridge, id, now_usec(CLOCK_REALTIME));
+        if (r < 0) {
+                log_error_errno(r, "Cannot record the use of cartridge %s: %m", op->cartridge);
+                return sd_bus_error_setf(error, MND_ERROR_AUDIT_FAILURE,
+                                         "cannot record the use of cartridge '%s' in %s (%s); the session was not "
+                                         "started", op->cartridge, m->config->state_directory,
+                                         strerror(ERRNO_VALUE(r)));
+        }
+        r = mnd_session_store_begin(m->session_store, id, now_usec(CLOCK_REALTIME), o.duration_s,
+                                    pen->identity.serial, op->area, op->cartridge);
+        if (r < 0) {
+                log_error_errno(r, "Cannot record the start of session %" PRIu64 ": %m", id);
+                return sd_bus_error_setf(error, MND_ERROR_AUDIT_FAILURE,
+                                         "cannot record session %" PRIu64 " in %s (%s); the session was not started",
+                                         id, m->config->state_directory, strerror(ERRNO_VALUE(r)));
+        }
+
+        r = mnd_pen_link_start(pen->link, o.depth_um, o.speed_hz, start_done, op);
+        if (r < 0) {
+                char what[64];
+
+                start_not_started(op);
+                snprintf(what, sizeof(what), "start session %" PRIu64, id);
+                return mnd_bus_error_set_pen(error, r, pen->identity.serial, what, NULL);
+        }
+        pen->starting = TAKE_PTR(op);
+        return 1;
+}
+
+const char *mnd_pen_current_area(const struct mnd_pen *pen) {
+        if (pen->session)
+                return pen->session->area;
+        if (pen->starting)
+                return pen->starting->area;
+        return NULL;
+}
+
+const sd_bus_vtable mnd_pen_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Serial", "s", property_get_identity_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Model", "s", property_get_identity_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Firmware", "s", property_get_identity_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Transport", "s", property_get_identity_string, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DepthUm", "u", property_get_status_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SpeedHz", "u", property_get_status_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ActualDepthUm", "u", property_get_status_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ActualSpeedHz", "u", property_get_status_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DepthRangeUm", "(uuu)", property_get_depth_range, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("SpeedRangeHz", "(uu)", property_get_speed_range, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Cartridge", "s", property_get_cartridge, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BatteryPercent", "y", property_get_battery, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Session", "o", property_get_session, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Fault", "s", property_get_fault, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("SetDepth",
+                                SD_BUS_ARGS("u", depth_um),
+                                SD_BUS_NO_RESULT,
+                                method_set_depth, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetSpeed",
+                                SD_BUS_ARGS("u", speed_hz),
+                                SD_BUS_NO_RESULT,
+                                method_set_speed, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("StartSession",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("o", session),
+                                method_start_session, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Stop",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_NO_RESULT,
+                                method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ClearFault",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_NO_RESULT,
+                                method_clear_fault, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("Fault", SD_BUS_ARGS("s", code, "s", message), 0),
+        SD_BUS_VTABLE_END
+};
+
+int mnd_bus_pen_publish(struct mnd_pen *pen) {
+        struct mnd_manager *m = pen->manager;
+        _cleanup_(freep) char *path = NULL;
+        int r;
+
+        r = sd_bus_path_encode(MND_PEN_PATH_PREFIX, pen->identity.serial, &path);
+        if (r < 0)
+                return r;
+        if (m->bus) {
+                r = sd_bus_add_object_vtable(m->bus, &pen->slot, path, MND_PEN_INTERFACE, mnd_pen_vtable, pen);
+                if (r < 0)
+                        return r;
+                (void) sd_bus_emit_object_added(m->bus, path);
+        }
+        pen->path = TAKE_PTR(path);
+        (void) mnd_bus_manager_emit_pen_added(m, pen->path);
+        (void) mnd_bus_manager_emit_pens_changed(m);
+        return 0;
+}
+
+void mnd_bus_pen_unpublish(struct mnd_pen *pen) {
+        struct mnd_manager *m = pen->manager;
+        _cleanup_(freep) char *path = NULL;
+
+        if (!pen->path)
+                return;
+        path = TAKE_PTR(pen->path);
+        if (m->bus && pen->slot)
+                (void) sd_bus_emit_object_removed(m->bus, path);
+        pen->slot = sd_bus_slot_unref(pen->slot);
+        (void) mnd_bus_manager_emit_pen_removed(m, path);
+        (void) mnd_bus_manager_emit_pens_changed(m);
+}
+
+void mnd_bus_pen_emit_changed(struct mnd_pen *pen, unsigned changes) {
+        static const struct {
+                unsigned bit;
+                const char *name;
+        } map[] = {
+                { MND_PEN_CHANGED_STATE,        "State" },
+                { MND_PEN_CHANGED_DEPTH,        "DepthUm" },
+                { MND_PEN_CHANGED_SPEED,        "SpeedHz" },
+                { MND_PEN_CHANGED_ACTUAL_DEPTH, "ActualDepthUm" },
+                { MND_PEN_CHANGED_ACTUAL_SPEED, "ActualSpeedHz" },
+                { MND_PEN_CHANGED_CARTRIDGE,    "Cartridge" },
+                { MND_PEN_CHANGED_BATTERY,      "BatteryPercent" },
+                { MND_PEN_CHANGED_FAULT,        "Fault" },
+                { MND_BUS_PEN_CHANGED_SESSION,  "Session" },
+        };
+        const char *names[ELEMENTSOF(map) + 1];
+        size_t n = 0;
+        int r;
+
+        if (!pen->path || !pen->manager->bus)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(map); i++)
+                if (changes & map[i].bit)
+                        names[n++] = map[i].name;
+        if (n == 0)
+                return;
+        names[n] = NULL;
+        r = sd_bus_emit_properties_changed_strv(pen->manager->bus, pen->path, MND_PEN_INTERFACE, (char **) names);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit PropertiesChanged for %s: %m", pen->path);
+}
+
+void mnd_bus_pen_emit_fault(struct mnd_pen *pen, const char *code, const char *message) {
+        int r;
+
+        if (!pen->path || !pen->manager->bus)
+                return;
+        r = sd_bus_emit_signal(pen->manager->bus, pen->path, MND_PEN_INTERFACE, "Fault", "ss", code, message);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit Fault for %s: %m", pen->path);
+}

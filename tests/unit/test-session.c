@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Session accounting (needling time, completion, end rules) and the session record. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "session-store.h"
+#include "session.h"
+
+static struct mnd_session *new_session(uint32_t planned_s) {
+        struct mnd_session *s = NULL;
+        const struct mnd_session_params p = {
+                .id = 42,
+                .pen_path = "/org/microneedle/Mnd1/pen/MNU_2d0001",
+                .pen_serial = "MNU-0001",
+                .area = "forehead",
+                .operator_name = "Dr. Müller",
+                .patient_ref = "P-123",
+                .cartridge = "CART-1",
+                .planned_duration_s = planned_s,
+                .depth_um = 500,
+                .speed_hz = 100,
+                .started_at = 1000,
+        };
+
+        assert_int_equal(mnd_session_new(&p, &s), 0);
+        return s;
+}
+
+static void test_new(void **state) {
+        struct mnd_session *s = new_session(60);
+        struct mnd_session *t = NULL;
+        struct mnd_session_params p = {
+                .id = 1, .pen_path = "/p", .pen_serial = "S", .area = "nose", .cartridge = "C",
+                .planned_duration_s = 1,
+        };
+
+        assert_string_equal(s->path, "/org/microneedle/Mnd1/session/42");
+        assert_int_equal(s->state, MND_SESSION_RUNNING);
+        assert_string_equal(mnd_session_state_name(s->state), "running");
+        assert_string_equal(s->operator_name, "Dr. Müller");
+        assert_string_equal(s->patient_ref, "P-123");
+        assert_string_equal(s->end_reason, "");
+        assert_int_equal(s->ended_at, 0);
+        assert_int_equal(s->elapsed_ms, 0);
+        mnd_session_free(s);
+
+        /* Optional strings default to "". */
+        assert_int_equal(mnd_session_new(&p, &t), 0);
+        assert_string_equal(t->operator_name, "");
+        assert_string_equal(t->patient_ref, "");
+        mnd_session_free(t);
+
+        p.planned_duration_s = 0;
+        assert_int_equal(mnd_session_new(&p, &t), -EINVAL);
+        p.planned_duration_s = 1;
+        p.area = "this-area-id-is-far-too-long";
+        assert_int_equal(mnd_session_new(&p, &t), -EINVAL);
+        p.area = "nose";
+        p.patient_ref = "bad\nref";
+        assert_int_equal(mnd_session_new(&p, &t), -EINVAL);
+        p.patient_ref = NULL;
+        p.id = 0;
+        assert_int_equal(mnd_session_new(&p, &t), -EINVAL);
+        assert_null(mnd_session_free(NULL));
+}
+
+static void test_needling_time(void **state) {
+        struct mnd_session *s = new_session(2);
+        unsigned c;
+
+        /* A status from before the START was acted on still carries the previous
+         * session's counter: ignored until the pen reports RUNNING. */
+        c = mnd_session_update(s, false, 55000, 500, 100);
+        assert_int_equal(c, 0);
+        assert_int_equal(s->elapsed_ms, 0);
+        assert_false(mnd_session_time_used_up(s));
+
+        c = mnd_session_update(s, true, 100, 500, 100);
+        assert_int_equal(c, MND_SESSION_CHANGED_ELAPSED);
+        assert_int_equal(s->elapsed_ms, 100);
+
+        /* A stalled pen: the counter does not move, nothing is used up. */
+        for (int i = 0; i < 10; i++)
+                assert_int_equal(mnd_session_update(s, true, 100, 500, 100), 0);
+        assert_int_equal(s->elapsed_ms, 100);
+
+        /* Setpoints changed during the session. */
+        c = mnd_session_update(s, true, 1000, 450, 120);
+        assert_int_equal(c, MND_SESSION_CHANGED_ELAPSED | MND_SESSION_CHANGED_DEPTH | MND_SESSION_CHANGED_SPEED);
+        assert_int_equal(s->depth_um, 450);
+        assert_int_equal(s->speed_hz, 120);
+
+        /* Needles paused (pen idle after running): time does not go back. */
+        c = mnd_session_update(s, false, 900, 450, 120);
+        assert_int_equal(c, 0);
+        assert_int_equal(s->elapsed_ms, 1000);
+
+        c = mnd_session_update(s, true, 1999, 450, 120);
+        assert_false(mnd_session_time_used_up(s));
+        c = mnd_session_update(s, true, 2000, 450, 120);
+        assert_true(mnd_session_time_used_up(s));
+        mnd_session_free(s);
+}
+
+static void test_end(void **state) {
+        struct mnd_session *s = new_session(60);
+
+        assert_int_equal(mnd_session_end(s, MND_SESSION_RUNNING, "x", 2000), -EINVAL);
+        assert_int_equal(mnd_session_end(s, MND_SESSION_STOPPED, "", 2000), -EINVAL);
+        assert_int_equal(mnd_session_end(s, MND_SESSION_STOPPED, NULL, 2000), -EINVAL);
+        assert_int_equal(mnd_session_end(s, MND_SESSION_STOPPED, "stopped", 2000), MND_SESSION_CHANGED_STATE);
+        assert_string_equal(mnd_session_state_name(s->state), "stopped");
+        assert_string_equal(s->end_reason, "stopped");
+        assert_int_equal(s->ended_at, 2000);
+
+        /* The first end wins; an ended session takes no more updates. */
+        assert_int_equal(mnd_session_end(s, MND_SESSION_FAILED, "fault:motor", 3000), -EALREADY);
+        assert_string_equal(s->end_reason, "stopped");
+        assert_int_equal(mnd_session_update(s, true, 5000, 1, 1), 0);
+        assert_false(mnd_session_time_used_up(s));
+        mnd_session_free(s);
+
+        /* A clock that went backwards never gives EndedAt < StartedAt. */
+        s = new_session(60);
+        assert_int_equal(mnd_session_end(s, MND_SESSION_INTERRUPTED, "disconnected", 10), MND_SESSION_CHANGED_STATE);
+        assert_int_equal(s->ended_at, s->started_at);
+        mnd_session_free(s);
+}
+
+static void test_names(void **state) {
+        char buf[MND_SESSION_REASON_MAX];
+
+        assert_string_equal(mnd_session_state_name(MND_SESSION_COMPLETED), "completed");
+        assert_string_equal(mnd_session_state_name(MND_SESSION_INTERRUPTED), "interrupted");
+        assert_string_equal(mnd_session_state_name(MND_SESSION_FAILED), "failed");
+        assert_string_equal(mnd_session_state_name(_MND_SESSION_STATE_MAX), "unknown");
+
+        assert_string_equal(mnd_session_fault_reason(MNP_FAULT_LEASE_EXPIRED, NULL, buf, sizeof(buf)),
+                            "lease-expired");
+        assert_string_equal(mnd_session_fault_reason(MNP_FAULT_MOTOR, NULL, buf, sizeof(buf)), "fault:motor");
+        assert_string_equal(mnd_session_fault_reason(MNP_FAULT_CARTRIDGE_REMOVED, NULL, buf, sizeof(buf)),
+                            "fault:cartridge-removed");
+        assert_string_equal(mnd_session_fault_reason(0, "not-responding", buf, sizeof(buf)),
+                            "fault:not-responding");
+}
+
+static void test_check_text(void **state) {
+        assert_int_equal(mnd_session_check_text("Dr. Müller", 128), 0);
+        assert_int_equal(mnd_session_check_text("", 4), 0);
+        assert_int_equal(mnd_session_check_text("abcde", 4), -E2BIG);
+        assert_int_equal(mnd_session_check_text("a\tb", 4), -EINVAL);
+        assert_int_equal(mnd_session_check_text("a\x7f", 4), -EINVAL);
+        assert_int_equal(mnd_session_check_text(NULL, 4), -EINVAL);
+}
+
+/* ---- the session record ---- */
+
+static char dir[] = "/tmp/test-session-XXXXXX";
+static char file[sizeof(dir) + 32];
+
+static int setup(void **state) {
+        if (!mkdtemp(dir))
+                return -1;
+        snprintf(file, sizeof(file), "%s/sessions", dir);
+        log_set_max_level(LOG_ERR);
+        return 0;
+}
+
+static int teardown(void **state) {
+        unlink(file);
+        rmdir(dir);
+        return 0;
+}
+
+static int reset(void **state) {
+        unlink(file);
+        return 0;
+}
+
+static void append_raw(const char *text) {
+        FILE *f = fopen(file, "ae");
+
+        assert_non_null(f);
+        fputs(text, f);
+        assert_int_equal(fclose(f), 0);
+}
+
+static void test_store_numbers(void **state) {
+        struct mnd_session_store *s = NULL;
+        unsigned n;
+
+        assert_int_equal(mnd_session_store_open(dir, &s), 0);
+        assert_int_equal(mnd_session_store_next_id(s, 0), 1);
+        /* Reserved in memory: two starts in flight never share a number. */
+        assert_int_equal(mnd_session_store_next_id(s, 0), 2);
+        /* Above a floor (the cartridge record's highest number). */
+        assert_int_equal(mnd_session_store_next_id(s, 10), 11);
+        assert_int_equal(mnd_session_store_begin(s, 11, 100, 60, "MNU-0001", "forehead", "C1"), 0);
+        assert_int_equal(mnd_session_store_end(s, 11, 200, 60000, "completed", "completed"), 0);
+        mnd_session_store_orphans(s, &n);
+        assert_int_equal(n, 0);
+        s = mnd_session_store_free(s);
+
+        /* After a restart, numbers go on above the highest one recorded. */
+        assert_int_equal(mnd_session_store_open(dir, &s), 0);
+        mnd_session_store_orphans(s, &n);
+        assert_int_equal(n, 0);
+        assert_int_equal(mnd_session_store_next_id(s, 3), 12);
+        mnd_session_store_free(s);
+}
+
+static void test_store_orphans(void **state) {
+        struct mnd_session_store *s = NULL;
+        const struct mnd_session_orphan *o;
+        unsigned n;
+
+        assert_int_equal(mnd_session_store_open(dir, &s), 0);
+        assert_int_equal(mnd_session_store_begin(s, 1, 100, 60, "MNU-0001", "forehead", "C1"), 0);
+        assert_int_equal(mnd_session_store_begin(s, 2, 110, 30, "MNS-0001", "cheeks", "C2"), 0);
+        assert_int_equal(mnd_session_store_end(s, 1, 200, 60000, "completed", "completed"), 0);
+        assert_int_equal(mnd_session_store_begin(s, 3, 300, 90, "MNU-0001", "chin", "C3"), 0);
+        s = mnd_session_store_free(s);
+
+        /* The daemon died with 2 and 3 running. */
+        assert_int_equal(mnd_session_store_open(dir, &s), 0);
+        o = mnd_session_store_orphans(s, &n);
+        assert_int_equal(n, 2);
+        assert_int_equal(o[0].id, 2);
+        assert_string_equal(o[0].serial, "MNS-0001");
+        assert_string_equal(o[0].area, "cheeks");
+        assert_string_equal(o[0].cartridge, "C2");
+        assert_int_equal(o[0].started_at, 110);
+        assert_int_equal(o[0].planned_duration_s, 30);
+        assert_int_equal(o[1].id, 3);
+        /* The caller records their end; then they are no orphans any more. */
+        assert_int_equal(mnd_session_store_end(s, 2, 400, 0, "interrupted", "daemon-restart"), 0);
+        assert_int_equal(mnd_session_store_end(s, 3, 400, 0, "interrupted", "daemon-restart"), 0);
+        s = mnd_session_store_free(s);
+
+        assert_int_equal(mnd_session_store_open(dir, &s), 0);
+        mnd_session_store_orphans(s, &n);
+        assert_int_equal(n, 0);
+        assert_int_equal(mnd_session_store_next_id(s, 0), 4);
+        mnd_session_store_free(s);
+}
+
+static void test_store_torn_and_malformed(void **state) {
+        struct mnd_session_store *s = NULL;
+        const struct mnd_session_orphan *o;
+        unsigned n;
+
+        append_raw("B\t1\t100\t60\tMNU-0001\tforehead\tC1\n"
+                   "nonsense\n"
+                   "B\tx\t100\t60\tMNU-0001\tforehead\tC1\n"
+                   "E\t1\t200\t60000\tcompleted\n"      /* a field short: ignored */
+                   "B\t5\t100\t60\tMNU-0001\tforehead\tC5\n"
+                   "E\t5\t200\t60000\tcompleted\tcompleted\n"
+                   "B\t7\t100\t60\tMNU-00");           /* torn */
+        assert_int_equal(mnd_session_store_open(dir, &s), 0);
+        o = mnd_session_store_orphans(s, &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(o[0].id, 1);
+        assert_int_equal(mnd_session_store_next_id(s, 0), 6);
+        mnd_session_store_free(s);
+
+        /* Bad fields are refused before anything is written. */
+        assert_int_equal(mnd_session_store_open(dir, &s), 0);
+        assert_int_equal(mnd_session_store_begin(s, 0, 1, 1, "S", "nose", "C"), -EINVAL);
+        assert_int_equal(mnd_session_store_begin(s, 9, 1, 1, "S\tX", "nose", "C"), -EINVAL);
+        assert_int_equal(mnd_session_store_begin(s, 9, 1, 1, "S", "", "C"), -EINVAL);
+        assert_int_equal(mnd_session_store_end(s, 9, 1, 1, "stopped", "a\nb"), -EINVAL);
+        mnd_session_store_free(s);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_new),
+                cmocka_unit_test(test_needling_time),
+                cmocka_unit_test(test_end),
+                cmocka_unit_test(test_names),
+                cmocka_unit_test(test_check_text),
+                cmocka_unit_test_setup(test_store_numbers, reset),
+                cmocka_unit_test_setup(test_store_orphans, reset),
+                cmocka_unit_test_setup(test_store_torn_and_malformed, reset),
+        };
+
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
