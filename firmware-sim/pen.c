@@ -28,9 +28,7 @@
 #define PEN_RUNNING_DC         400                   /* running warms the pen towards 40.0 C */
 #define PEN_WARM_DC_PER_S      1                     /* 0.1 C/s */
 #define PEN_COOL_DC_PER_S      2                     /* 0.2 C/s */
-#define PEN_OVERHEAT_HYST_DC   50                    /* clears 5.0 C below the threshold */
-#define PEN_BATTERY_FAULT_PCT  2                     /* at or below: BATTERY fault */
-#define PEN_BATTERY_CLEAR_PCT  5                     /* clears only above */
+#define PEN_BATTERY_FAULT_PCT  2                     /* at or below: BATTERY fault; clears above */
 #define PEN_BATTERY_MAINS      255
 
 struct sim_pen {
@@ -250,10 +248,15 @@ static void pen_raise_fault(struct sim_pen *p, uint64_t t, enum mnp_fault code) 
         });
 }
 
-static void pen_drop_host(struct sim_pen *p, uint64_t t) {
+/* The host is lost (PROTOCOL.md 10): the session ends, whatever was in flight
+ * or queued is dropped.  The de-duplication record stays: only a handshake or a
+ * reset clears it (8.5), so a late copy of a command that was acted on still
+ * gets its recorded answer, not a NOT_READY that would say it was not. */
+static void pen_drop_host(struct sim_pen *p) {
         p->host_connected = false;
         p->n_events = 0;
-        mnp_link_reset(&p->link, t);
+        p->link.pending = (struct mnp_link_pending) {};
+        p->link.stop = (struct mnp_link_pending) {};
 }
 
 static void pen_rx_reset(struct sim_pen *p) {
@@ -461,6 +464,7 @@ static void set_speed_setpoint(struct sim_pen *p, uint16_t speed_hz) {
 /* 0 if allowed, else the NAK reason with *ret_detail. */
 static uint8_t check_depth(const struct sim_pen *p, uint32_t depth_um, uint32_t *ret_detail) {
         char reason[MNP_REASON_MAX];
+        uint32_t max;
         int r;
 
         r = mnp_check_depth(&p->limits, &p->range, NULL, depth_um, reason, sizeof reason);
@@ -470,45 +474,50 @@ static uint8_t check_depth(const struct sim_pen *p, uint32_t depth_um, uint32_t 
                 *ret_detail = p->range.depth_step_um;
                 return MNP_NAK_OFF_STEP;
         }
-        if (depth_um < p->range.depth_min_um)
-                *ret_detail = p->range.depth_min_um;
-        else
-                *ret_detail = (uint32_t) min_u64(p->range.depth_max_um, p->limits.max_depth_um);
+        /* PROTOCOL.md 12.3: above the tighter maximum is checked before below the minimum. */
+        max = (uint32_t) min_u64(p->range.depth_max_um, p->limits.max_depth_um);
+        *ret_detail = depth_um > max ? max : p->range.depth_min_um;
         return MNP_NAK_OUT_OF_RANGE;
 }
 
 static uint8_t check_speed(const struct sim_pen *p, uint32_t speed_hz, uint32_t *ret_detail) {
         char reason[MNP_REASON_MAX];
+        uint32_t max;
         int r;
 
         r = mnp_check_speed(&p->limits, &p->range, NULL, speed_hz, reason, sizeof reason);
         if (r == 0)
                 return 0;
-        if (speed_hz < p->range.speed_min_hz)
-                *ret_detail = p->range.speed_min_hz;
-        else
-                *ret_detail = (uint32_t) min_u64(p->range.speed_max_hz, p->limits.max_speed_hz);
+        max = (uint32_t) min_u64(p->range.speed_max_hz, p->limits.max_speed_hz);
+        *ret_detail = speed_hz > max ? max : p->range.speed_min_hz;
         return MNP_NAK_OUT_OF_RANGE;
 }
 
 static int handle_hello(struct sim_pen *p, uint64_t t, const struct mnp_frame *f, const struct mnp_hello *h) {
         struct mnp_msg reply;
+        uint8_t version;
 
-        if (h->min_version > 1 || h->max_version < 1)
-                return pen_reply(p, t, f->seq, MNP_NAK_UNSUPPORTED_VERSION, MNP_PROTOCOL_VERSION_MAX);
-        if (h->heartbeat_ms == 0)
-                /* A host-lost timeout of 0 would drop the host at once. */
-                return pen_reply(p, t, f->seq, MNP_NAK_MALFORMED, 0);
-
-        /* A new host starts from rest. */
+        /* The steps of PROTOCOL.md 9, in order.  (A HELLO outside its field
+         * domains, heartbeat_ms = 0 included, did not unpack: NAK MALFORMED
+         * before this, with nothing changed.)  1: a new host starts from rest;
+         * a pen in fault stays in fault. */
         if (p->state == MNP_STATE_RUNNING) {
                 motor_stop(p, t);
                 p->state = MNP_STATE_IDLE;
         }
         mnp_lease_revoke(&p->lease);
 
+        /* 2: the old session's link state and events are gone (the seq counter goes on). */
         mnp_link_reset(&p->link, t);
         p->n_events = 0;
+        p->host_connected = false;
+
+        /* 3: the highest version both speak; none: no session. */
+        if (h->min_version > MNP_PROTOCOL_VERSION_MAX || h->max_version < MNP_PROTOCOL_VERSION_MIN)
+                return pen_reply(p, t, f->seq, MNP_NAK_UNSUPPORTED_VERSION, MNP_PROTOCOL_VERSION_MAX);
+        version = h->max_version < MNP_PROTOCOL_VERSION_MAX ? h->max_version : MNP_PROTOCOL_VERSION_MAX;
+
+        /* 4: the session begins. */
         p->host_connected = true;
         p->host_last_rx_us = t;
         p->host_timeout_us = 4 * (uint64_t) h->heartbeat_ms * USEC_PER_MSEC;
@@ -519,7 +528,7 @@ static int handle_hello(struct sim_pen *p, uint64_t t, const struct mnp_frame *f
                 .type = MNP_MSG_HELLO_REPLY,
                 .hello_reply = {
                         .hello_seq = f->seq,
-                        .version = 1,
+                        .version = version,
                         .caps = MNP_CAP_CARTRIDGE_ID | MNP_CAP_BATTERY | MNP_CAP_TEMPERATURE |
                                 MNP_CAP_DEPTH_SENSOR,
                         .boot_id = p->boot_id,
@@ -588,7 +597,8 @@ static int handle_start(struct sim_pen *p, uint64_t t, uint16_t seq, const struc
                 nak = check_speed(p, s->speed_hz, &detail);
         if (nak != 0)
                 return pen_reply(p, t, seq, nak, detail);
-        if (s->lease_ms == 0 || s->lease_ms > p->cfg.max_lease_ms)
+        /* lease_ms = 0 is outside the field's domain: MALFORMED before this. */
+        if (s->lease_ms > p->cfg.max_lease_ms)
                 return pen_reply(p, t, seq, MNP_NAK_OUT_OF_RANGE, p->cfg.max_lease_ms);
 
         set_depth_setpoint(p, t, s->depth_um);
@@ -602,16 +612,20 @@ static int handle_start(struct sim_pen *p, uint64_t t, uint16_t seq, const struc
 }
 
 static int handle_clear_fault(struct sim_pen *p, uint64_t t, uint16_t seq) {
-        uint32_t remaining = 0;
+        uint32_t remaining;
 
         if (p->state != MNP_STATE_FAULT)
                 return pen_ack(p, t, seq);
 
+        /* Each fault whose cause is gone is cleared (PROTOCOL.md 13).  INTERNAL
+         * never is: only a reset clears it.  MOTOR, LEASE_EXPIRED, HOST_LOST,
+         * ACTUATOR and CARTRIDGE_REMOVED have no lasting cause in this model. */
+        remaining = p->fault_flags & MNP_FAULT_FLAG(MNP_FAULT_INTERNAL);
         if ((p->fault_flags & MNP_FAULT_FLAG(MNP_FAULT_OVERHEAT)) &&
-            p->temperature_dc > p->cfg.overheat_dc - PEN_OVERHEAT_HYST_DC)
+            p->temperature_dc >= p->cfg.overheat_dc)
                 remaining |= MNP_FAULT_FLAG(MNP_FAULT_OVERHEAT);
         if ((p->fault_flags & MNP_FAULT_FLAG(MNP_FAULT_BATTERY)) &&
-            !p->cfg.mains_powered && p->battery_percent <= PEN_BATTERY_CLEAR_PCT)
+            !p->cfg.mains_powered && p->battery_percent <= PEN_BATTERY_FAULT_PCT)
                 remaining |= MNP_FAULT_FLAG(MNP_FAULT_BATTERY);
 
         p->fault_flags = remaining;
@@ -632,27 +646,10 @@ static int handle_heartbeat(struct sim_pen *p, uint64_t t, const struct mnp_hear
         return 0;
 }
 
-/* A reliable frame that will not be acted on: answer it, or resend the answer. */
-static bool pen_dedup(struct sim_pen *p, uint64_t t, const struct mnp_frame *f, const struct mnp_msg *m,
-                      enum mnp_link_rx *ret_rx) {
-        uint8_t answered = 0;
-        enum mnp_link_rx rx;
-
-        rx = mnp_link_receive(&p->link, t, f, m, &answered);
-        *ret_rx = rx;
-        if (rx == MNP_LINK_RX_DUPLICATE && f->type != MNP_MSG_HELLO) {
-                uint8_t wire[MNP_MAX_WIRE_FRAME];
-                ssize_t n;
-
-                p->duplicates_ignored++;
-                n = mnp_link_cached_reply(&p->link, wire, sizeof wire);
-                if (n > 0)
-                        pen_emit(p, t, wire, (size_t) n);
-                return true;
-        }
-        return false;
-}
-
+/* A good frame from the host (PROTOCOL.md 4.3).  De-duplication comes first
+ * (8.5): a DUPLICATE gets the recorded reply and is not acted on again, a STALE
+ * one nothing; STOP and HELLO are always NEW.  Only NEW frames reach the table
+ * of 12.2, whose rows are checked in order. */
 static int pen_handle_frame(struct sim_pen *p, uint64_t t, const struct mnp_frame *f) {
         struct mnp_msg m = {};
         enum mnp_link_rx rx;
@@ -661,48 +658,73 @@ static int pen_handle_frame(struct sim_pen *p, uint64_t t, const struct mnp_fram
 
         p->frames_received++;
         if (p->state == MNP_STATE_BOOTING)
-                return 0;  /* the firmware is not listening yet */
+                return 0;  /* the firmware is not listening yet: every frame, STOP too */
 
         if (p->host_connected)
                 p->host_last_rx_us = t;  /* any good frame: the host is alive */
 
         reliable = mnp_msg_type_is_reliable(f->type);
         r = mnp_msg_unpack(f->type, f->payload, f->payload_len, &m);
-        if (r < 0) {
-                /* Unknown type (-ENOMSG) or bad payload.  Only frames that expect
-                 * an answer (reliable ones and HELLO) get one; any other frame we
-                 * cannot read is dropped. */
-                if (r != -ENOMSG && !reliable && f->type != MNP_MSG_HELLO)
-                        return 0;
-                if (r == -ENOMSG && !p->host_connected)
-                        return 0;
-                m = (struct mnp_msg) { .type = f->type };
-                if (pen_dedup(p, t, f, &m, &rx) || rx != MNP_LINK_RX_NEW)
-                        return 0;
-                if (!p->host_connected && f->type != MNP_MSG_HELLO)
-                        return pen_reply(p, t, f->seq, MNP_NAK_NOT_READY, 0);
-                return pen_reply(p, t, f->seq, r == -ENOMSG ? MNP_NAK_UNKNOWN_TYPE : MNP_NAK_MALFORMED, 0);
-        }
 
-        if (pen_dedup(p, t, f, &m, &rx))
-                return 0;
-        if (rx == MNP_LINK_RX_ANSWER) {
-                pen_flush_events(p, t);
+        /* A frame that did not unpack (unknown type, malformed) is classified
+         * by its seq alone; its seq still counts as the host's newest. */
+        rx = mnp_link_receive(&p->link, t, f, r >= 0 ? &m : NULL, NULL);
+        switch (rx) {
+        case MNP_LINK_RX_DUPLICATE: {
+                uint8_t wire[MNP_MAX_WIRE_FRAME];
+                ssize_t n;
+
+                p->duplicates_ignored++;
+                n = mnp_link_cached_reply(&p->link, wire, sizeof wire);
+                if (n > 0)
+                        pen_emit(p, t, wire, (size_t) n);
                 return 0;
         }
-        if (rx == MNP_LINK_RX_STALE)
+        case MNP_LINK_RX_ANSWER:
+                pen_flush_events(p, t);  /* the slot is free: the next event */
                 return 0;
+        case MNP_LINK_RX_STALE:
+                return 0;
+        case MNP_LINK_RX_NEW:
+                break;
+        }
 
         switch (f->type) {
         case MNP_MSG_HELLO:
+                if (r < 0)
+                        /* Malformed: answered, nothing else changes (PROTOCOL.md 9). */
+                        return pen_reply(p, t, f->seq, MNP_NAK_MALFORMED, 0);
                 return handle_hello(p, t, f, &m.hello);
         case MNP_MSG_STOP:
                 /* Stopping is never refused, handshake or not. */
                 return handle_stop(p, t, f->seq);
         }
 
+        if (!reliable) {
+                /* Unknown, malformed, or not for the pen: ignored.  Only a
+                 * HEARTBEAT during a session means anything. */
+                if (r < 0 || !p->host_connected || f->type != MNP_MSG_HEARTBEAT)
+                        return 0;
+                return handle_heartbeat(p, t, &m.heartbeat);
+        }
+
+        /* Every other reliable type, known or not, well-formed or not. */
         if (!p->host_connected)
-                return reliable ? pen_reply(p, t, f->seq, MNP_NAK_NOT_READY, 0) : 0;
+                return pen_reply(p, t, f->seq, MNP_NAK_NOT_READY, 0);
+
+        switch (f->type) {
+        case MNP_MSG_SET_DEPTH:
+        case MNP_MSG_SET_SPEED:
+        case MNP_MSG_START:
+        case MNP_MSG_CLEAR_FAULT:
+                break;
+        default:
+                /* Unknown, or a pen event sent by the host: this row comes
+                 * before the payload is looked at. */
+                return pen_reply(p, t, f->seq, MNP_NAK_UNKNOWN_TYPE, 0);
+        }
+        if (r < 0)
+                return pen_reply(p, t, f->seq, MNP_NAK_MALFORMED, 0);
 
         switch (f->type) {
         case MNP_MSG_SET_DEPTH:
@@ -711,13 +733,8 @@ static int pen_handle_frame(struct sim_pen *p, uint64_t t, const struct mnp_fram
                 return handle_set_speed(p, t, f->seq, m.set_speed.speed_hz);
         case MNP_MSG_START:
                 return handle_start(p, t, f->seq, &m.start);
-        case MNP_MSG_CLEAR_FAULT:
-                return handle_clear_fault(p, t, f->seq);
-        case MNP_MSG_HEARTBEAT:
-                return handle_heartbeat(p, t, &m.heartbeat);
         default:
-                /* A pen-to-host type coming from the host. */
-                return reliable ? pen_reply(p, t, f->seq, MNP_NAK_UNKNOWN_TYPE, 0) : 0;
+                return handle_clear_fault(p, t, f->seq);
         }
 }
 
@@ -867,7 +884,7 @@ static void pen_timers(struct sim_pen *p, uint64_t t) {
         if (p->host_connected && t >= p->host_last_rx_us + p->host_timeout_us) {
                 if (p->state == MNP_STATE_RUNNING)
                         pen_raise_fault(p, t, MNP_FAULT_HOST_LOST);
-                pen_drop_host(p, t);
+                pen_drop_host(p);
         }
 
         while (pen_wq_pop_due(&p->rx_delayed, t, &e))
@@ -1043,9 +1060,11 @@ int sim_pen_remove_cartridge(struct sim_pen *p, uint64_t now_us) {
 
         /* The removal event carries no id (PROTOCOL.md: an id exactly when present). */
         memset(p->cartridge, 0, sizeof p->cartridge);
-        pen_queue_event(p, p->now_us, &m);
+        /* While running: stop at once, and the FAULT event goes before the
+         * CARTRIDGE event (PROTOCOL.md 12.6). */
         if (p->state == MNP_STATE_RUNNING)
                 pen_raise_fault(p, p->now_us, MNP_FAULT_CARTRIDGE_REMOVED);
+        pen_queue_event(p, p->now_us, &m);
         return 0;
 }
 

@@ -85,6 +85,7 @@ void sim_pen_set_stalled(struct sim_pen *p, bool stalled);
 /* New boot id, motor off, link state lost, back to BOOTING. */
 void sim_pen_reboot(struct sim_pen *p, uint64_t now_us);
 /* Raises MOTOR, OVERHEAT, ACTUATOR, BATTERY or INTERNAL: motor stops, state FAULT, FAULT event. */
+/* INTERNAL is never cleared by CLEAR_FAULT, only by sim_pen_reboot() (PROTOCOL.md 13). */
 int sim_pen_inject_fault(struct sim_pen *p, uint64_t now_us, enum mnp_fault code);
 /* Cable: while disconnected nothing is received or sent (the lease runs out). */
 void sim_pen_set_connected(struct sim_pen *p, uint64_t now_us, bool connected);

@@ -286,6 +286,39 @@ static inline const struct h_frame *h_answer(const struct harness *h, uint16_t s
         return NULL;
 }
 
+/* The ACK or NAK that answers seq, at index from or later; NULL if none. */
+static inline const struct h_frame *h_answer_from(const struct harness *h, uint16_t seq, size_t from) {
+        for (size_t i = from; i < h->n_frames; i++) {
+                const struct h_frame *e = &h->frames[i];
+
+                if (e->unpack != 0)
+                        continue;
+                if (e->f.type == MNP_MSG_ACK && e->m.ack.seq == seq)
+                        return e;
+                if (e->f.type == MNP_MSG_NAK && e->m.nak.seq == seq)
+                        return e;
+        }
+        return NULL;
+}
+
+/* A frame kept for sending again later (a retransmission that comes late). */
+struct h_wire {
+        uint8_t data[MNP_MAX_WIRE_FRAME];
+        size_t len;
+        uint16_t seq;
+};
+
+/* Keeps the last frame sent. */
+static inline void h_save(const struct harness *h, struct h_wire *w, uint16_t seq) {
+        memcpy(w->data, h->last_wire, h->last_wire_len);
+        w->len = h->last_wire_len;
+        w->seq = seq;
+}
+
+static inline void h_resend_wire(struct harness *h, const struct h_wire *w) {
+        h_raw(h, w->data, w->len);
+}
+
 /* Sends m and returns 0 for an ACK, the NAK reason for a NAK (detail in
  * *ret_detail), -1 for no answer. */
 static inline int h_command(struct harness *h, const struct mnp_msg *m, uint32_t *ret_detail) {

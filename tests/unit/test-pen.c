@@ -397,6 +397,36 @@ static void test_naks_pen_ranges(void **state) {
         assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_DEPTH, .set_depth.depth_um = 3000 },
                                    &d), 0);
         done(&h);
+
+        /* A pen whose minimum lies above the absolute caps: a value that is both
+         * above the cap and below the minimum gets the cap, which is checked
+         * first (PROTOCOL.md 12.3); the step comes before both. */
+        sim_pen_config_default(&c);
+        c.depth_min_um = 3200;
+        c.depth_max_um = 3500;
+        c.speed_min_hz = 320;
+        c.speed_max_hz = 400;
+        h_init(&h, &c);
+        assert_non_null(h_connect(&h));
+        assert_int_equal(sim_pen_insert_cartridge(h.pen, h.now, "C1"), 0);
+        h_advance(&h, 1 * H_MS);
+
+        assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_DEPTH, .set_depth.depth_um = 3100 },
+                                   &d), MNP_NAK_OUT_OF_RANGE);
+        assert_int_equal(d, 3000);
+        assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_DEPTH, .set_depth.depth_um = 3125 },
+                                   &d), MNP_NAK_OFF_STEP);
+        assert_int_equal(d, 50);
+        assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_SPEED, .set_speed.speed_hz = 310 },
+                                   &d), MNP_NAK_OUT_OF_RANGE);
+        assert_int_equal(d, 300);
+        assert_int_equal(h_start(&h, 3100, 100, 500, &d), MNP_NAK_OUT_OF_RANGE);
+        assert_int_equal(d, 3000);
+        /* Depth before speed: no depth is possible on this pen. */
+        assert_int_equal(h_start(&h, 3000, 310, 500, &d), MNP_NAK_OUT_OF_RANGE);
+        assert_int_equal(d, 3200);
+        assert_int_equal(state_of(&h), MNP_STATE_IDLE);
+        done(&h);
 }
 
 static void test_lease(void **state) {
@@ -590,8 +620,9 @@ static void check_fault(struct harness *h, enum mnp_fault code, size_t from, uin
 }
 
 static void test_injected_faults(void **state) {
+        /* INTERNAL is raised the same way but never cleared: test_internal_fault. */
         static const enum mnp_fault codes[] = {
-                MNP_FAULT_MOTOR, MNP_FAULT_OVERHEAT, MNP_FAULT_ACTUATOR, MNP_FAULT_BATTERY, MNP_FAULT_INTERNAL,
+                MNP_FAULT_MOTOR, MNP_FAULT_OVERHEAT, MNP_FAULT_ACTUATOR, MNP_FAULT_BATTERY,
         };
         struct harness h;
 
@@ -653,16 +684,20 @@ static void test_overheat(void **state) {
         h_pump(&h);
         check_fault(&h, MNP_FAULT_OVERHEAT, from, t);
 
-        /* Refused while the cause persists: not 5.0 C below the threshold yet. */
-        sim_pen_set_temperature(h.pen, h.now, 401);
+        /* Refused while the cause persists: the temperature is not below the threshold. */
         assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_CLEAR_FAULT }, &d), MNP_NAK_FAULT_ACTIVE);
         assert_int_equal(d, FLAG(MNP_FAULT_OVERHEAT));
         assert_int_equal(state_of(&h), MNP_STATE_FAULT);
+        sim_pen_set_temperature(h.pen, h.now, 451);
+        assert_int_equal(h_simple(&h, MNP_MSG_CLEAR_FAULT), MNP_NAK_FAULT_ACTIVE);
 
-        /* Idle, it cools by 0.2 C/s. */
+        /* Stopped, it cools by 0.2 C/s; just below the threshold the cause is
+         * gone (PROTOCOL.md 13: no hysteresis). */
         h_advance(&h, 5000 * H_MS);
         h_snap(&h, &s);
-        assert_in_range(s.temperature_dc, 390, 392);
+        assert_in_range(s.temperature_dc, 440, 442);
+        sim_pen_set_temperature(h.pen, h.now, 449);
+        assert_int_equal(state_of(&h), MNP_STATE_FAULT);
         assert_int_equal(h_simple(&h, MNP_MSG_CLEAR_FAULT), 0);
         assert_int_equal(state_of(&h), MNP_STATE_IDLE);
 
@@ -710,9 +745,14 @@ static void test_battery(void **state) {
 
         assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_CLEAR_FAULT }, &d), MNP_NAK_FAULT_ACTIVE);
         assert_int_equal(d, FLAG(MNP_FAULT_BATTERY));
-        sim_pen_set_battery(h.pen, h.now, 5);
-        assert_int_equal(h_simple(&h, MNP_MSG_CLEAR_FAULT), MNP_NAK_FAULT_ACTIVE);
-        sim_pen_set_battery(h.pen, h.now, 6);
+        /* Cleared as soon as it is above the threshold (PROTOCOL.md 13: no hysteresis). */
+        sim_pen_set_battery(h.pen, h.now, 3);
+        assert_int_equal(state_of(&h), MNP_STATE_FAULT);
+        assert_int_equal(h_simple(&h, MNP_MSG_CLEAR_FAULT), 0);
+        assert_int_equal(state_of(&h), MNP_STATE_IDLE);
+        sim_pen_set_battery(h.pen, h.now, 2);
+        assert_int_equal(state_of(&h), MNP_STATE_FAULT);
+        sim_pen_set_battery(h.pen, h.now, 3);
         assert_int_equal(h_simple(&h, MNP_MSG_CLEAR_FAULT), 0);
         assert_int_equal(state_of(&h), MNP_STATE_IDLE);
 
@@ -974,6 +1014,10 @@ static void test_cartridge(void **state) {
         f = must(h_find(&h, MNP_MSG_CARTRIDGE, from));
         assert_non_null(f);
         assert_int_equal(f->m.cartridge.present, 0);
+        /* The FAULT event first, then the CARTRIDGE event (PROTOCOL.md 12.6). */
+        assert_true(must(h_find(&h, MNP_MSG_FAULT, from)) < f);
+        assert_int_equal(h_count(&h, MNP_MSG_FAULT, from), 1);
+        assert_int_equal(h_count(&h, MNP_MSG_CARTRIDGE, from), 1);
         h_snap(&h, &s);
         assert_string_equal(s.cartridge_id, "");
 
@@ -1382,6 +1426,415 @@ static void test_tx_queue_bounded(void **state) {
         done(&h);
 }
 
+/* The answer to seq at index from or later: its type, the NAK reason (0 for an
+ * ACK), and the reply's own seq in *ret_reply_seq.  -1 if there is none. */
+static int answer_from(const struct harness *h, uint16_t seq, size_t from, uint16_t *ret_reply_seq) {
+        const struct h_frame *a = h_answer_from(h, seq, from);
+
+        if (!a)
+                return -1;
+        if (ret_reply_seq)
+                *ret_reply_seq = a->f.seq;
+        return a->f.type == MNP_MSG_ACK ? 0 : a->m.nak.reason;
+}
+
+static void test_not_ready_any_reliable(void **state) {
+        static const uint8_t short_depth[2] = { 1, 2 };
+        static const uint8_t start_lease0[8] = { 0xf4, 0x01, 0, 0, 100, 0, 0, 0 };
+        struct harness h;
+        struct sim_pen_snapshot s;
+        uint16_t seq, r1 = 0, r2 = 0;
+        size_t from;
+
+        h_init(&h, NULL);
+        h_advance(&h, 100 * H_MS);
+
+        /* Before a handshake every reliable type but STOP gets NOT_READY, detail 0:
+         * unknown ones, pen events sent by the host, malformed commands (PROTOCOL.md 12.2). */
+        seq = h_send_raw(&h, 0x1f, NULL, 0);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_NOT_READY);
+        assert_int_equal(must(h_answer(&h, seq))->m.nak.detail, 0);
+        seq = h_send_raw(&h, 0x2f, (const uint8_t[]) { 1, 2, 3 }, 3);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_NOT_READY);
+        seq = h_send(&h, &(struct mnp_msg) { .type = MNP_MSG_CARTRIDGE, .cartridge = { .present = 0 } });
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_NOT_READY);
+        seq = h_send_raw(&h, MNP_MSG_FAULT, NULL, 0);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_NOT_READY);
+        seq = h_send_raw(&h, MNP_MSG_SET_DEPTH, short_depth, sizeof short_depth);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_NOT_READY);
+        seq = h_send_raw(&h, MNP_MSG_START, start_lease0, sizeof start_lease0);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_NOT_READY);
+
+        /* De-duplication comes first: a copy gets the recorded NAK, byte for byte. */
+        seq = h_send_raw(&h, 0x15, NULL, 0);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), MNP_NAK_NOT_READY);
+        from = h.n_frames;
+        h_resend(&h);
+        assert_int_equal(answer_from(&h, seq, from, &r2), MNP_NAK_NOT_READY);
+        assert_int_equal(r1, r2);
+        assert_int_equal(h.n_frames, from + 1);
+
+        /* Unreliable types, known or not, well-formed or not: ignored. */
+        from = h.n_frames;
+        (void) h_send_raw(&h, 0x00, NULL, 0);
+        (void) h_send_raw(&h, 0x06, NULL, 0);
+        (void) h_send_raw(&h, 0x30, (const uint8_t[]) { 1 }, 1);
+        (void) h_send_raw(&h, 0x40, NULL, 0);
+        (void) h_send_raw(&h, 0xff, NULL, 0);
+        (void) h_send_raw(&h, MNP_MSG_HEARTBEAT, (const uint8_t[]) { 1 }, 1);
+        (void) h_send_raw(&h, MNP_MSG_ACK, (const uint8_t[]) { 1 }, 1);
+        (void) h_send_raw(&h, MNP_MSG_STATUS, NULL, 0);
+        assert_int_equal(h.n_frames, from);
+
+        h_snap(&h, &s);
+        assert_false(s.host_connected);
+        assert_int_equal(s.state, MNP_STATE_IDLE);
+        assert_int_equal(s.naks_sent, 7);
+        assert_int_equal(s.duplicates_ignored, 1);
+        done(&h);
+}
+
+static void test_unreliable_ignored(void **state) {
+        struct harness h;
+        struct sim_pen_snapshot s;
+        uint16_t seq;
+        size_t from;
+
+        h_init(&h, NULL);
+        ready(&h);      /* host heartbeat 100 ms: lost after 400 ms */
+
+        /* During a session, too, unreliable frames the pen cannot use get no answer. */
+        from = h.n_frames;
+        (void) h_send_raw(&h, 0x00, NULL, 0);
+        (void) h_send_raw(&h, 0x06, NULL, 0);
+        (void) h_send_raw(&h, 0x0f, NULL, 0);
+        (void) h_send_raw(&h, 0x30, (const uint8_t[]) { 1 }, 1);
+        (void) h_send_raw(&h, 0x40, NULL, 0);
+        (void) h_send_raw(&h, 0xff, NULL, 0);
+        (void) h_send_raw(&h, MNP_MSG_HEARTBEAT, (const uint8_t[]) { 1 }, 1);
+        (void) h_send_raw(&h, MNP_MSG_ACK, (const uint8_t[]) { 1 }, 1);
+        (void) h_send_raw(&h, MNP_MSG_NAK, (const uint8_t[]) { 1, 0, 0 }, 3);
+        (void) h_send_raw(&h, MNP_MSG_HELLO_REPLY, NULL, 0);
+        (void) h_send_raw(&h, MNP_MSG_STATUS, (const uint8_t[]) { 7 }, 1);
+        assert_int_equal(h.n_frames, from);
+
+        /* ... but they are signs of life: a second of nothing else, and the host is not lost. */
+        for (int i = 0; i < 10; i++) {
+                h_advance(&h, 100 * H_MS);
+                (void) h_send_raw(&h, 0x30, NULL, 0);
+        }
+        h_snap(&h, &s);
+        assert_true(s.host_connected);
+        assert_int_equal(h_count(&h, MNP_MSG_ACK, from), 0);
+        assert_int_equal(h_count(&h, MNP_MSG_NAK, from), 0);
+        assert_int_equal(h_count(&h, MNP_MSG_STATUS, from), 10);
+
+        /* Reliable types meant for the host, or unknown ones, are UNKNOWN_TYPE
+         * even when malformed: that row comes first (PROTOCOL.md 12.2). */
+        seq = h_send_raw(&h, MNP_MSG_FAULT, NULL, 0);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_UNKNOWN_TYPE);
+        seq = h_send_raw(&h, MNP_MSG_CARTRIDGE, (const uint8_t[]) { 1, 0 }, 2);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_UNKNOWN_TYPE);
+        seq = h_send_raw(&h, 0x2f, (const uint8_t[]) { 1, 2, 3 }, 3);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_UNKNOWN_TYPE);
+        seq = h_send_raw(&h, MNP_MSG_SET_SPEED, (const uint8_t[]) { 1 }, 1);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_MALFORMED);
+        assert_int_equal(must(h_answer(&h, seq))->m.nak.detail, 0);
+        done(&h);
+}
+
+static void test_internal_fault(void **state) {
+        struct harness h;
+        struct sim_pen_snapshot s;
+        const struct h_frame *f;
+        uint32_t d = 0;
+        uint64_t t;
+        size_t from;
+
+        h_init(&h, NULL);
+        ready(&h);
+        h_heartbeats(&h, 50 * H_MS, 500);
+        assert_int_equal(h_start(&h, 500, 100, 500, NULL), 0);
+        h_advance(&h, 100 * H_MS);
+
+        from = h.n_frames;
+        t = h.now;
+        assert_int_equal(sim_pen_inject_fault(h.pen, t, MNP_FAULT_INTERNAL), 0);
+        h_pump(&h);
+        check_fault(&h, MNP_FAULT_INTERNAL, from, t);
+
+        /* CLEAR_FAULT never clears it (PROTOCOL.md 13). */
+        assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_CLEAR_FAULT }, &d), MNP_NAK_FAULT_ACTIVE);
+        assert_int_equal(d, FLAG(MNP_FAULT_INTERNAL));
+        h_snap(&h, &s);
+        assert_int_equal(s.state, MNP_STATE_FAULT);
+        assert_int_equal(s.fault_flags, FLAG(MNP_FAULT_INTERNAL));
+
+        /* With a second fault: that one is cleared, INTERNAL stays. */
+        from = h.n_frames;
+        assert_int_equal(sim_pen_inject_fault(h.pen, h.now, MNP_FAULT_MOTOR), 0);
+        h_pump(&h);
+        f = must(h_find(&h, MNP_MSG_FAULT, from));
+        assert_int_equal(f->m.fault.code, MNP_FAULT_MOTOR);
+        assert_int_equal(f->m.fault.fault_flags, FLAG(MNP_FAULT_INTERNAL) | FLAG(MNP_FAULT_MOTOR));
+        assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_CLEAR_FAULT }, &d), MNP_NAK_FAULT_ACTIVE);
+        assert_int_equal(d, FLAG(MNP_FAULT_INTERNAL));
+        h_snap(&h, &s);
+        assert_int_equal(s.fault_flags, FLAG(MNP_FAULT_INTERNAL));
+
+        /* Nor does a new handshake, and nothing can be started. */
+        (void) h_hello(&h, 1, 1, 100);
+        h_snap(&h, &s);
+        assert_int_equal(s.state, MNP_STATE_FAULT);
+        assert_int_equal(s.fault_flags, FLAG(MNP_FAULT_INTERNAL));
+        assert_int_equal(h_start(&h, 500, 100, 500, &d), MNP_NAK_FAULT_ACTIVE);
+        assert_int_equal(d, FLAG(MNP_FAULT_INTERNAL));
+        assert_int_equal(h_simple(&h, MNP_MSG_CLEAR_FAULT), MNP_NAK_FAULT_ACTIVE);
+        h_advance(&h, 100 * H_MS);
+        assert_int_equal(last_status(&h)->m.status.fault_flags, FLAG(MNP_FAULT_INTERNAL));
+
+        /* Only a reset does. */
+        h_heartbeats(&h, 0, 0);
+        sim_pen_reboot(h.pen, h.now);
+        h_advance(&h, 100 * H_MS);
+        h_snap(&h, &s);
+        assert_int_equal(s.state, MNP_STATE_IDLE);
+        assert_int_equal(s.fault_flags, 0);
+        done(&h);
+}
+
+static void test_duplicate_never_acted_again(void **state) {
+        struct harness h;
+        struct sim_pen_snapshot s1, s2;
+        struct h_wire start, depth, clear, speed, stop, hello;
+        uint16_t seq, r1 = 0, r2 = 0;
+        size_t from;
+
+        h_init(&h, NULL);
+        ready(&h);
+        h_heartbeats(&h, 50 * H_MS, 500);
+
+        /* START, STOP, then a late copy of the START: the recorded ACK, verbatim,
+         * and the needles stay still (PROTOCOL.md 8.3, 8.5). */
+        seq = h_send(&h, &(struct mnp_msg) {
+                .type = MNP_MSG_START, .start = { .depth_um = 500, .speed_hz = 100, .lease_ms = 500 } });
+        h_save(&h, &start, seq);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), 0);
+        h_advance(&h, 20 * H_MS);
+        assert_int_equal(h_simple(&h, MNP_MSG_STOP), 0);
+        h_snap(&h, &s1);
+        assert_int_equal(s1.state, MNP_STATE_IDLE);
+        from = h.n_frames;
+        h_resend_wire(&h, &start);
+        assert_int_equal(answer_from(&h, start.seq, from, &r2), 0);
+        assert_int_equal(r1, r2);
+        assert_int_equal(h.n_frames, from + 1);
+        h_advance(&h, 50 * H_MS);
+        h_snap(&h, &s2);
+        assert_int_equal(s2.state, MNP_STATE_IDLE);
+        assert_false(s2.needles_moving);
+        assert_int_equal(s2.lease_left_ms, 0);
+        assert_int_equal(s2.commands_acted, s1.commands_acted);
+        assert_int_equal(s2.duplicates_ignored, s1.duplicates_ignored + 1);
+
+        /* A command acted on, then a fault: the copy still gets the recorded ACK,
+         * not FAULT_ACTIVE. */
+        seq = h_send(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_DEPTH, .set_depth.depth_um = 1000 });
+        h_save(&h, &depth, seq);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), 0);
+        assert_int_equal(sim_pen_inject_fault(h.pen, h.now, MNP_FAULT_MOTOR), 0);
+        h_advance(&h, 1 * H_MS);
+        from = h.n_frames;
+        h_resend_wire(&h, &depth);
+        assert_int_equal(answer_from(&h, depth.seq, from, &r2), 0);
+        assert_int_equal(r1, r2);
+
+        /* A refused CLEAR_FAULT: its copy gets the same NAK after the cause is
+         * gone, and is not tried again; a new CLEAR_FAULT is. */
+        sim_pen_set_temperature(h.pen, h.now, 460);
+        seq = h_send(&h, &(struct mnp_msg) { .type = MNP_MSG_CLEAR_FAULT });
+        h_save(&h, &clear, seq);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), MNP_NAK_FAULT_ACTIVE);
+        assert_int_equal(must(h_answer(&h, seq))->m.nak.detail, FLAG(MNP_FAULT_OVERHEAT));
+        sim_pen_set_temperature(h.pen, h.now, 250);
+        from = h.n_frames;
+        h_resend_wire(&h, &clear);
+        assert_int_equal(answer_from(&h, clear.seq, from, &r2), MNP_NAK_FAULT_ACTIVE);
+        assert_int_equal(r1, r2);
+        assert_int_equal(state_of(&h), MNP_STATE_FAULT);
+        assert_int_equal(h_simple(&h, MNP_MSG_CLEAR_FAULT), 0);
+        assert_int_equal(state_of(&h), MNP_STATE_IDLE);
+
+        /* STOP is always NEW: the same STOP twice is acted on twice, with a fresh
+         * ACK each time, and does not move the record. */
+        seq = h_send(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_SPEED, .set_speed.speed_hz = 80 });
+        h_save(&h, &speed, seq);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), 0);
+        h_snap(&h, &s1);
+        seq = h_send(&h, &(struct mnp_msg) { .type = MNP_MSG_STOP });
+        h_save(&h, &stop, seq);
+        from = h.n_frames;
+        h_resend_wire(&h, &stop);
+        assert_int_equal(h_count(&h, MNP_MSG_ACK, from), 1);
+        assert_int_equal(must(h_find(&h, MNP_MSG_ACK, from))->m.ack.seq, stop.seq);
+        assert_int_not_equal(must(h_find(&h, MNP_MSG_ACK, from))->f.seq, must(h_answer(&h, stop.seq))->f.seq);
+        h_snap(&h, &s2);
+        assert_int_equal(s2.commands_acted, s1.commands_acted + 2);
+        assert_int_equal(s2.duplicates_ignored, s1.duplicates_ignored);
+        from = h.n_frames;
+        h_resend_wire(&h, &speed);
+        assert_int_equal(answer_from(&h, speed.seq, from, &r2), 0);
+        assert_int_equal(r1, r2);
+
+        /* STALE: an older copy after a newer command gets nothing. */
+        assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_SPEED, .set_speed.speed_hz = 90 },
+                                   NULL), 0);
+        from = h.n_frames;
+        h_resend_wire(&h, &speed);
+        assert_null(h_answer_from(&h, speed.seq, from));
+        h_snap(&h, &s1);
+        assert_int_equal(s1.speed_set_hz, 90);
+
+        /* Unknown and malformed frames are recorded with their NAK. */
+        seq = h_send_raw(&h, 0x1e, NULL, 0);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), MNP_NAK_UNKNOWN_TYPE);
+        from = h.n_frames;
+        h_resend(&h);
+        assert_int_equal(answer_from(&h, seq, from, &r2), MNP_NAK_UNKNOWN_TYPE);
+        assert_int_equal(r1, r2);
+        seq = h_send_raw(&h, MNP_MSG_SET_DEPTH, (const uint8_t[]) { 1, 2 }, 2);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), MNP_NAK_MALFORMED);
+        from = h.n_frames;
+        h_resend(&h);
+        assert_int_equal(answer_from(&h, seq, from, &r2), MNP_NAK_MALFORMED);
+        assert_int_equal(r1, r2);
+
+        /* HELLO is always NEW: the same HELLO twice is answered twice with the
+         * same boot id; and the handshake clears the record, so a copy of a
+         * command from before it is NEW again. */
+        seq = h_send(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_DEPTH, .set_depth.depth_um = 600 });
+        h_save(&h, &depth, seq);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), 0);
+        from = h.n_frames;
+        seq = (uint16_t) h_hello(&h, 1, 1, 100);
+        h_save(&h, &hello, seq);
+        h_resend_wire(&h, &hello);
+        assert_int_equal(h_count(&h, MNP_MSG_HELLO_REPLY, from), 2);
+        {
+                const struct h_frame *a = must(h_find(&h, MNP_MSG_HELLO_REPLY, from));
+                const struct h_frame *b = must(h_find(&h, MNP_MSG_HELLO_REPLY, (size_t) (a - h.frames) + 1));
+
+                assert_int_equal(a->m.hello_reply.hello_seq, hello.seq);
+                assert_int_equal(b->m.hello_reply.hello_seq, hello.seq);
+                assert_int_equal(a->m.hello_reply.boot_id, b->m.hello_reply.boot_id);
+                assert_int_not_equal(a->f.seq, b->f.seq);
+        }
+        h_snap(&h, &s1);
+        from = h.n_frames;
+        h_resend_wire(&h, &depth);
+        assert_int_equal(answer_from(&h, depth.seq, from, &r2), 0);
+        assert_int_not_equal(r1, r2);
+        h_snap(&h, &s2);
+        assert_int_equal(s2.commands_acted, s1.commands_acted + 1);
+        done(&h);
+}
+
+static void test_dedup_after_host_lost(void **state) {
+        struct harness h;
+        struct sim_pen_snapshot s;
+        struct h_wire depth;
+        uint16_t seq, r1 = 0, r2 = 0;
+        size_t from;
+
+        h_init(&h, NULL);
+        h_advance(&h, 100 * H_MS);
+        (void) h_hello(&h, 1, 1, 50);           /* host lost after 200 ms */
+        seq = h_send(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_DEPTH, .set_depth.depth_um = 500 });
+        h_save(&h, &depth, seq);
+        assert_int_equal(answer_from(&h, seq, 0, &r1), 0);
+        h_advance(&h, 250 * H_MS);
+        h_snap(&h, &s);
+        assert_false(s.host_connected);
+
+        /* The session is over, but only a handshake clears the record (PROTOCOL.md
+         * 8.5): a late copy of the command still gets its ACK, it was acted on. */
+        from = h.n_frames;
+        h_resend_wire(&h, &depth);
+        assert_int_equal(answer_from(&h, depth.seq, from, &r2), 0);
+        assert_int_equal(r1, r2);
+
+        /* A new command: NOT_READY, not acted on. */
+        assert_int_equal(h_command(&h, &(struct mnp_msg) { .type = MNP_MSG_SET_DEPTH, .set_depth.depth_um = 700 },
+                                   NULL), MNP_NAK_NOT_READY);
+        h_snap(&h, &s);
+        assert_int_equal(s.depth_set_um, 500);
+
+        /* Nothing else is sent without a session. */
+        from = h.n_frames;
+        h_advance(&h, 1000 * H_MS);
+        assert_int_equal(h.n_frames, from);
+        done(&h);
+}
+
+static void test_hello_refused(void **state) {
+        static const uint8_t hb0[8] = { 1, 1, 0, 0, 0, 0, 0, 0 };
+        static const uint8_t inverted[8] = { 2, 1, 0, 0, 0, 0, 100, 0 };
+        struct harness h;
+        struct sim_pen_snapshot s;
+        uint16_t seq;
+        uint64_t t;
+        size_t from;
+
+        h_init(&h, NULL);
+        ready(&h);
+        h_heartbeats(&h, 50 * H_MS, 500);
+        assert_int_equal(h_start(&h, 500, 100, 500, NULL), 0);
+        h_advance(&h, 100 * H_MS);
+
+        /* A malformed HELLO (heartbeat 0, min above max) is NAKed and changes nothing. */
+        seq = h_send_raw(&h, MNP_MSG_HELLO, hb0, sizeof hb0);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_MALFORMED);
+        seq = h_send_raw(&h, MNP_MSG_HELLO, inverted, sizeof inverted);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_MALFORMED);
+        h_snap(&h, &s);
+        assert_int_equal(s.state, MNP_STATE_RUNNING);
+        assert_true(s.host_connected);
+        assert_true(s.lease_left_ms > 0);
+
+        /* A HELLO with no common version: the pen stops and goes to idle, the
+         * session ends, and the NAK names the pen's highest version (PROTOCOL.md 9). */
+        t = h.now;
+        seq = (uint16_t) h_hello(&h, 2, 4, 100);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_UNSUPPORTED_VERSION);
+        assert_int_equal(must(h_answer(&h, seq))->m.nak.detail, 1);
+        h_snap(&h, &s);
+        assert_int_equal(s.state, MNP_STATE_IDLE);
+        assert_int_equal(s.fault_flags, 0);
+        assert_false(s.needles_moving);
+        assert_int_equal(s.motion_changed_us, t);
+        assert_int_equal(s.lease_left_ms, 0);
+        assert_false(s.host_connected);
+
+        /* No session: no STATUS, no HEARTBEAT, commands NOT_READY, the lease not renewed. */
+        from = h.n_frames;
+        h_advance(&h, 500 * H_MS);
+        assert_int_equal(h.n_frames, from);
+        h_heartbeats(&h, 0, 0);
+        assert_int_equal(h_start(&h, 500, 100, 500, NULL), MNP_NAK_NOT_READY);
+        assert_int_equal(state_of(&h), MNP_STATE_IDLE);
+
+        /* A pen in fault stays in fault. */
+        (void) must(h_connect(&h));
+        assert_int_equal(sim_pen_inject_fault(h.pen, h.now, MNP_FAULT_MOTOR), 0);
+        seq = (uint16_t) h_hello(&h, 2, 2, 100);
+        assert_int_equal(answer_from(&h, seq, 0, NULL), MNP_NAK_UNSUPPORTED_VERSION);
+        h_snap(&h, &s);
+        assert_int_equal(s.state, MNP_STATE_FAULT);
+        assert_int_equal(s.fault_flags, FLAG(MNP_FAULT_MOTOR));
+        assert_false(s.host_connected);
+        done(&h);
+}
+
 static void run_script(uint64_t seed, uint8_t *out, size_t size, size_t *ret_len) {
         struct sim_pen_config c;
         struct sim_pen *p;
@@ -1475,6 +1928,12 @@ int main(void) {
                 cmocka_unit_test(test_next_deadline),
                 cmocka_unit_test(test_tx_queue_bounded),
                 cmocka_unit_test(test_determinism),
+                cmocka_unit_test(test_not_ready_any_reliable),
+                cmocka_unit_test(test_unreliable_ignored),
+                cmocka_unit_test(test_internal_fault),
+                cmocka_unit_test(test_duplicate_never_acted_again),
+                cmocka_unit_test(test_dedup_after_host_lost),
+                cmocka_unit_test(test_hello_refused),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
