@@ -65,7 +65,7 @@ enum mnp_nak_reason {
         MNP_NAK_UNKNOWN_TYPE = 2,
         MNP_NAK_OUT_OF_RANGE = 3,         /* detail: the limit the pen applied */
         MNP_NAK_OFF_STEP = 4,             /* detail: the pen's depth step */
-        MNP_NAK_BAD_STATE = 5,            /* e.g. SET_SPEED with no handshake, START while running */
+        MNP_NAK_BAD_STATE = 5,            /* e.g. START while running (detail: the pen state) */
         MNP_NAK_NO_CARTRIDGE = 6,
         MNP_NAK_FAULT_ACTIVE = 7,         /* detail: fault_flags */
         MNP_NAK_UNSUPPORTED_VERSION = 8,  /* detail: pen's max version */
