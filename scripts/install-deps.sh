@@ -7,10 +7,12 @@ packages=(
         # build
         build-essential cmake ninja-build pkg-config
         # libraries
-        libusb-1.0-0-dev libserialport-dev libsystemd-dev libglib2.0-dev libinih-dev
+        libusb-1.0-0-dev libserialport-dev libsystemd-dev libglib2.0-dev libinih-dev libsqlite3-dev libsodium-dev
         libumockdev-dev umockdev dbus-daemon scdoc
         # tests: unit framework, memory checking, fuzzing (clang + libFuzzer runtime)
         libcmocka-dev valgrind clang libclang-rt-14-dev python3
+        # mnctl: its shell completion's install directory and tests, busctl for its benchmark
+        bash-completion systemd
 )
 
 missing=()

@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The pen commands: list, info, status, set-depth, set-speed, clear-fault, stop. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "units.h"
+
+void mnctl_json_pen(struct json *j, const struct mnctl_pen *p) {
+        json_object_begin(j);
+        json_kv_string(j, "serial", p->serial);
+        json_kv_string(j, "model", p->model);
+        json_kv_string(j, "firmware", p->firmware);
+        json_kv_string(j, "transport", p->transport);
+        json_kv_string(j, "state", p->state);
+        json_kv_uint(j, "depth_um", p->depth_um);
+        json_kv_uint(j, "speed_hz", p->speed_hz);
+        json_kv_uint(j, "actual_depth_um", p->actual_depth_um);
+        json_kv_uint(j, "actual_speed_hz", p->actual_speed_hz);
+        json_key(j, "depth_range_um");
+        json_object_begin(j);
+        json_kv_uint(j, "min", p->depth_range[0]);
+        json_kv_uint(j, "max", p->depth_range[1]);
+        json_kv_uint(j, "step", p->depth_range[2]);
+        json_object_end(j);
+        json_key(j, "speed_range_hz");
+        json_object_begin(j);
+        json_kv_uint(j, "min", p->speed_range[0]);
+        json_kv_uint(j, "max", p->speed_range[1]);
+        json_object_end(j);
+        json_kv_string(j, "cartridge", isempty(p->cartridge) ? NULL : p->cartridge);
+        json_key(j, "battery_percent");
+        if (p->battery == 255)
+                json_null(j);
+        else
+                json_uint(j, p->battery);
+        json_kv_string(j, "session", mnctl_pen_has_session(p) ? p->session : NULL);
+        json_kv_string(j, "fault", isempty(p->fault) ? NULL : p->fault);
+        json_kv_string(j, "object", p->path);
+        json_object_end(j);
+}
+
+static const char *battery_text(uint8_t battery, char *buf, size_t size) {
+        if (battery == 255)
+                return "-";
+        snprintf(buf, size, "%u%%", battery);
+        return buf;
+}
+
+int cmd_list(struct mnctl *c, const struct mnctl_args *a) {
+        static const char *const headers[] = {
+                "SERIAL", "MODEL", "TRANSPORT", "STATE", "DEPTH", "SPEED", "CARTRIDGE", "BATTERY", NULL };
+        _cleanup_(strv_freep) char **paths = NULL, **serials = NULL;
+        _cleanup_(table_freep) struct table *t = NULL;
+        struct mnctl_pen *pens = NULL;
+        size_t n;
+        int r;
+
+        r = mnctl_list_pens(c, &paths, &serials);
+        if (r < 0)
+                return r;
+        n = strv_length(paths);
+
+        if (a->set[OPT_SERIALS]) {
+                if (c->json) {
+                        struct json j;
+
+                        json_init(&j, stdout, true);
+                        json_object_begin(&j);
+                        json_key(&j, "serials");
+                        json_array_begin(&j);
+                        for (size_t i = 0; i < n; i++)
+                                json_string(&j, serials[i]);
+                        json_array_end(&j);
+                        json_object_end(&j);
+                        json_finish(&j);
+                } else
+                        for (size_t i = 0; i < n; i++)
+                                printf("%s\n", serials[i]);
+                return 0;
+        }
+
+        pens = calloc(n + 1, sizeof(struct mnctl_pen));
+        if (!pens)
+                return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+                r = mnctl_load_pen(c, paths[i], &pens[i]);
+                if (r < 0)
+                        goto finish;
+        }
+
+        if (c->json) {
+                struct json j;
+
+                json_init(&j, stdout, true);
+                json_object_begin(&j);
+                json_key(&j, "pens");
+                json_array_begin(&j);
+                for (size_t i = 0; i < n; i++)
+                        mnctl_json_pen(&j, &pens[i]);
+                json_array_end(&j);
+                json_object_end(&j);
+                json_finish(&j);
+                goto finish;
+        }
+
+        if (n == 0) {
+                printf("No pens connected.\n");
+                goto finish;
+        }
+
+        t = table_new(headers);
+        if (!t) {
+                r = mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+                goto finish;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct mnctl_pen *p = &pens[i];
+                char depth[16], speed[16], battery[8];
+
+                snprintf(speed, sizeof(speed), "%u Hz", p->speed_hz);
+                r = table_add_row(t, (const char *const[]) {
+                        p->serial, p->model, p->transport, p->state,
+                        mnp_format_depth(p->depth_um, depth, sizeof(depth)), speed,
+                        isempty(p->cartridge) ? "-" : p->cartridge,
+                        battery_text(p->battery, battery, sizeof(battery)) });
+                if (r < 0) {
+                        r = mnctl_fail(c, r, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+                        goto finish;
+                }
+                table_set_color(t, 3, mnctl_state_color(p->state));
+        }
+        table_print(t, stdout, c->color);
+        r = 0;
+finish:
+        for (size_t i = 0; i < n; i++)
+                mnctl_pen_clear(&pens[i]);
+        free(pens);
+        return r;
+}
+
+/* Finds and loads the pen a command names (NULL: the only one). */
+static int load_named_pen(struct mnctl *c, const char *arg, struct mnctl_pen *ret) {
+        _cleanup_(freep) char *path = NULL;
+        int r;
+
+        r = mnctl_find_pen(c, arg, &path, NULL);
+        if (r < 0)
+                return r;
+        return mnctl_load_pen(c, path, ret);
+}
+
+int cmd_info(struct mnctl *c, const struct mnctl_args *a) {
+        _cleanup_(mnctl_pen_clearp) struct mnctl_pen p = {};
+        _cleanup_(mnctl_session_clearp) struct mnctl_session s = {};
+        char buf[6][64], d1[16], d2[16], d3[16];
+        int r;
+
+        r = load_named_pen(c, a->npos > 0 ? a->pos[0] : NULL, &p);
+        if (r < 0)
+                return r;
+        if (mnctl_pen_has_session(&p)) {
+                r = mnctl_load_session(c, p.session, &s);
+                if (r < 0)
+                        return r;
+        }
+
+        if (c->json) {
+                struct json j;
+
+                json_init(&j, stdout, true);
+                json_object_begin(&j);
+                json_key(&j, "pen");
+                mnctl_json_pen(&j, &p);
+                json_key(&j, "session");
+                if (s.path)
+                        mnctl_json_session(&j, &s);
+                else
+                        json_null(&j);
+                json_object_end(&j);
+                json_finish(&j);
+                return 0;
+        }
+
+        snprintf(buf[0], sizeof(buf[0]), "%s set, %s measured",
+                 mnp_format_depth(p.depth_um, d1, sizeof(d1)), mnp_format_depth(p.actual_depth_um, d2, sizeof(d2)));
+        snprintf(buf[1], sizeof(buf[1]), "%u Hz set, %u Hz measured", p.speed_hz, p.actual_speed_hz);
+        snprintf(buf[2], sizeof(buf[2]), "%s to %s in steps of %s",
+                 mnp_format_depth(p.depth_range[0], d1, sizeof(d1)), mnp_format_depth(p.depth_range[1], d2, sizeof(d2)),
+                 mnp_format_depth(p.depth_range[2], d3, sizeof(d3)));
+        snprintf(buf[3], sizeof(buf[3]), "%u to %u Hz", p.speed_range[0], p.speed_range[1]);
+        if (s.path)
+                snprintf(buf[4], sizeof(buf[4]), "%" PRIu64 " (%s, %s)", s.id, strempty(s.area), strempty(s.state));
+        else
+                snprintf(buf[4], sizeof(buf[4]), "none");
+
+        printf("%-12s %s\n", "Serial:", strempty(p.serial));
+        printf("%-12s %s\n", "Model:", strempty(p.model));
+        printf("%-12s %s\n", "Firmware:", strempty(p.firmware));
+        printf("%-12s %s\n", "Transport:", strempty(p.transport));
+        printf("%-12s %s%s%s\n", "State:", c->color ? mnctl_state_color(p.state) : "", strempty(p.state),
+               c->color ? ANSI_NORMAL : "");
+        printf("%-12s %s\n", "Depth:", buf[0]);
+        printf("%-12s %s\n", "Speed:", buf[1]);
+        printf("%-12s %s\n", "Depth range:", buf[2]);
+        printf("%-12s %s\n", "Speed range:", buf[3]);
+        printf("%-12s %s\n", "Cartridge:", isempty(p.cartridge) ? "none" : p.cartridge);
+        printf("%-12s %s\n", "Battery:", p.battery == 255 ? "mains or unknown" : battery_text(p.battery, buf[5], sizeof(buf[5])));
+        printf("%-12s %s\n", "Session:", buf[4]);
+        printf("%-12s %s%s%s\n", "Fault:", c->color && !isempty(p.fault) ? ANSI_RED : "",
+               isempty(p.fault) ? "none" : p.fault, c->color && !isempty(p.fault) ? ANSI_NORMAL : "");
+        printf("%-12s %s\n", "Object:", p.path);
+        return 0;
+}
+
+int cmd_status(struct mnctl *c, const struct mnctl_args *a) {
+        _cleanup_(mnctl_pen_clearp) struct mnctl_pen p = {};
+        _cleanup_(mnctl_session_clearp) struct mnctl_session s = {};
+        int r;
+
+        r = load_named_pen(c, a->npos > 0 ? a->pos[0] : NULL, &p);
+        if (r < 0)
+                return r;
+        if (mnctl_pen_has_session(&p)) {
+                r = mnctl_load_session(c, p.session, &s);
+                if (r < 0)
+                        return r;
+        }
+
+        if (c->json) {
+                struct json j;
+
+                json_init(&j, stdout, true);
+                json_object_begin(&j);
+                json_key(&j, "pen");
+                mnctl_json_pen(&j, &p);
+                json_key(&j, "session");
+                if (s.path)
+                        mnctl_json_session(&j, &s);
+                else
+                        json_null(&j);
+                json_object_end(&j);
+                json_finish(&j);
+                return 0;
+        }
+        mnctl_print_view(stdout, &p, s.path ? &s : NULL, c->color);
+        return 0;
+}
+
+/* The area whose caps apply to a pen now: its running session's, or NULL. */
+static int session_area(struct mnctl *c, const struct mnctl_pen *p, char **ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus *bus;
+        int r;
+
+        *ret = NULL;
+        if (!mnctl_pen_has_session(p))
+                return 0;
+        r = mnctl_bus(c, &bus);
+        if (r < 0)
+                return r;
+        r = sd_bus_get_property_string(bus, MND_BUS_NAME, p->session, MND_SESSION_IFACE, "Area", &error, ret);
+        if (r < 0)
+                return mnctl_fail_bus(c, r, &error, "cannot read the running session's area");
+        return 0;
+}
+
+/* set-depth and set-speed: [PEN] VALUE. */
+static int set_value(struct mnctl *c, const struct mnctl_args *a, bool depth) {
+        _cleanup_(mnctl_pen_clearp) struct mnctl_pen p = {};
+        _cleanup_(freep) char *area = NULL;
+        const char *pen_arg = a->npos == 2 ? a->pos[0] : NULL, *text = a->pos[a->npos - 1];
+        char reason[MNCTL_REASON_MAX], shown[16];
+        struct mnp_limits limits;
+        struct mnp_pen_range range;
+        uint32_t value;
+        int r;
+
+        r = depth ? mnctl_parse_depth(text, &value, reason, sizeof(reason)) :
+                    mnctl_parse_speed(text, &value, reason, sizeof(reason));
+        if (r < 0)
+                return mnctl_usage(c, "%s", reason);
+
+        r = load_named_pen(c, pen_arg, &p);
+        if (r < 0)
+                return r;
+        r = session_area(c, &p, &area);
+        if (r < 0)
+                return r;
+        r = mnctl_load_limits(c, area, &limits);
+        if (r < 0)
+                return r;
+
+        mnctl_pen_range(&p, &range);
+        r = depth ? mnp_check_depth(&limits, &range, mnp_limits_area(&limits, area) ? area : NULL, value,
+                                    reason, sizeof(reason)) :
+                    mnp_check_speed(&limits, &range, mnp_limits_area(&limits, area) ? area : NULL, value,
+                                    reason, sizeof(reason));
+        if (r < 0)
+                return mnctl_fail_limit(c, r, reason);
+
+        r = mnctl_call(c, p.path, MND_PEN_IFACE, depth ? "SetDepth" : "SetSpeed",
+                       depth ? "cannot set the depth" : "cannot set the speed", NULL, "u", value);
+        if (r < 0)
+                return r;
+
+        if (c->json) {
+                struct json j;
+
+                json_init(&j, stdout, true);
+                json_object_begin(&j);
+                json_kv_string(&j, "pen", p.serial);
+                json_kv_uint(&j, depth ? "depth_um" : "speed_hz", value);
+                json_object_end(&j);
+                json_finish(&j);
+        } else if (depth)
+                printf("%s: depth set to %s\n", p.serial, mnp_format_depth(value, shown, sizeof(shown)));
+        else
+                printf("%s: speed set to %u Hz\n", p.serial, value);
+        return 0;
+}
+
+int cmd_set_depth(struct mnctl *c, const struct mnctl_args *a) {
+        return set_value(c, a, true);
+}
+
+int cmd_set_speed(struct mnctl *c, const struct mnctl_args *a) {
+        return set_value(c, a, false);
+}
+
+int cmd_clear_fault(struct mnctl *c, const struct mnctl_args *a) {
+        _cleanup_(freep) char *path = NULL, *serial = NULL;
+        int r;
+
+        r = mnctl_find_pen(c, a->npos > 0 ? a->pos[0] : NULL, &path, &serial);
+        if (r < 0)
+                return r;
+        r = mnctl_call(c, path, MND_PEN_IFACE, "ClearFault", "cannot clear the fault", NULL, "");
+        if (r < 0)
+                return r;
+
+        if (c->json) {
+                struct json j;
+
+                json_init(&j, stdout, true);
+                json_object_begin(&j);
+                json_kv_string(&j, "pen", serial);
+                json_kv_bool(&j, "fault_cleared", true);
+                json_object_end(&j);
+                json_finish(&j);
+        } else
+                printf("%s: fault cleared\n", serial);
+        return 0;
+}
+
+static void print_stopped(struct mnctl *c, char *const *serials, bool all) {
+        if (c->json) {
+                struct json j;
+
+                json_init(&j, stdout, true);
+                json_object_begin(&j);
+                json_kv_bool(&j, "all", all);
+                json_key(&j, "stopped");
+                json_array_begin(&j);
+                for (char *const *s = serials; s && *s; s++)
+                        json_string(&j, *s);
+                json_array_end(&j);
+                json_object_end(&j);
+                json_finish(&j);
+                return;
+        }
+        if (!all)
+                printf("%s: stopped\n", serials[0]);
+        else if (strv_length(serials) == 0)
+                printf("No pens connected; nothing was running.\n");
+        else
+                printf("Stopped every pen (%zu).\n", strv_length(serials));
+}
+
+/*
+ * Stopping is never refused, and never made harder than it must be: without
+ * PEN, "stop" stops the only pen, or every pen when there are several.
+ */
+int cmd_stop(struct mnctl *c, const struct mnctl_args *a) {
+        _cleanup_(strv_freep) char **paths = NULL, **serials = NULL;
+        _cleanup_(freep) char *path = NULL, *serial = NULL;
+        int r;
+
+        if (a->set[OPT_ALL] && a->npos > 0)
+                return mnctl_usage(c, "give a PEN or --all, not both");
+
+        if (a->npos > 0) {
+                r = mnctl_find_pen(c, a->pos[0], &path, &serial);
+                if (r < 0)
+                        return r;
+        } else {
+                r = mnctl_list_pens(c, &paths, &serials);
+                if (r < 0)
+                        return r;
+                if (!a->set[OPT_ALL] && strv_length(paths) == 1) {
+                        path = strdup(paths[0]);
+                        serial = strdup(serials[0]);
+                        if (!path || !serial)
+                                return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+                }
+        }
+
+        if (path) {
+                r = mnctl_call(c, path, MND_PEN_IFACE, "Stop", "cannot stop the pen", NULL, "");
+                if (r < 0)
+                        return r;
+                print_stopped(c, (char *const[]) { serial, NULL }, false);
+                return 0;
+        }
+
+        r = mnctl_call(c, MND_MANAGER_PATH, MND_MANAGER_IFACE, "StopAll", "cannot stop every pen", NULL, "");
+        if (r < 0)
+                return r;
+        print_stopped(c, serials, true);
+        return 0;
+}
