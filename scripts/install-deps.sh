@@ -13,6 +13,9 @@ packages=(
         libcmocka-dev valgrind clang libclang-rt-14-dev python3
         # mnctl: its shell completion's install directory and tests, busctl for its benchmark
         bash-completion systemd
+        # system integration tests: udevadm and udev.pc, a D-Bus client acting as another
+        # user, the sqlite3 shell for tampering with an audit database on purpose
+        udev python3-dbus python3-gi sqlite3
 )
 
 missing=()
