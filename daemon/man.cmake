@@ -1,0 +1,1 @@
+# Manual pages of mnd: mnd(8), mnd.conf(5).
