@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "limits.h"
+#include <mnp/limits.h>
 #include "mnctl.h"
 #include "output.h"
 #include "pens.h"

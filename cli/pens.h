@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "bus.h"
-#include "limits.h"
+#include <mnp/limits.h>
 
 struct mnctl_pen {
         char *path;

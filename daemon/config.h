@@ -16,7 +16,7 @@
 #include <stdbool.h>
 
 #include "discovery.h"
-#include "limits.h"
+#include <mnp/limits.h>
 #include "pen-link.h"
 
 #define MND_CONFIG_DEFAULT_PATH "/etc/mnd/mnd.conf"

@@ -16,8 +16,8 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
-#include "message.h"
-#include "pen-ids.h"
+#include <mnp/message.h>
+#include <mnp/pen-ids.h>
 #include "transport.h"
 
 #define MND_ID_TABLE_MAX 32

@@ -37,7 +37,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "link.h"
+#include <mnp/link.h>
 #include "pen-link.h"
 
 #ifndef _cleanup_

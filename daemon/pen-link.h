@@ -13,9 +13,9 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
-#include "limits.h"
-#include "message.h"
-#include "pen-ids.h"
+#include <mnp/limits.h>
+#include <mnp/message.h>
+#include <mnp/pen-ids.h>
 #include "transport.h"
 
 /* Link timing; defaults keep a dead host's pen stopped within 300 ms. */

@@ -23,8 +23,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "limits.h"
-#include "message.h"
+#include <mnp/limits.h>
+#include <mnp/message.h>
 
 enum mnd_session_state {
         MND_SESSION_RUNNING,

@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
-#include "pen-ids.h"
+#include <mnp/pen-ids.h>
 
 struct mnd_transport;
 

@@ -15,7 +15,7 @@
 #include <glib-unix.h>
 
 #include "control.h"
-#include "pen-ids.h"
+#include <mnp/pen-ids.h>
 #include "serial-pen.h"
 #include "testbed.h"
 #include "usb-pen.h"

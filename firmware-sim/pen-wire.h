@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "frame.h"
+#include <mnp/frame.h>
 #include "pen.h"
 
 /* Most frames a queue holds; a full queue drops its oldest frame. */

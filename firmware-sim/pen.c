@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
-#include "link.h"
-#include "message.h"
+#include <mnp/limits.h>
+#include <mnp/link.h>
+#include <mnp/message.h>
 #include "pen-wire.h"
 #include "pen.h"
 

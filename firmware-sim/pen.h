@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "message.h"
+#include <mnp/message.h>
 
 #ifdef __cplusplus
 extern "C" {

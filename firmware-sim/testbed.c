@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pen-ids.h"
+#include <mnp/pen-ids.h>
 #include "testbed.h"
 
 #define USB_PCI_ROOT "/devices/pci0000:00/0000:00:14.0"

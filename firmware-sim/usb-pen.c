@@ -24,7 +24,7 @@
 #include <linux/usbdevice_fs.h>
 #include <linux/usb/ch9.h>
 
-#include "pen-ids.h"
+#include <mnp/pen-ids.h>
 #include "testbed.h"
 #include "usb-pen.h"
 

@@ -31,8 +31,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "crc32c-internal.h"
-#include "frame.h"
+#include <mnp/crc32c-internal.h>
+#include <mnp/frame.h>
 
 #define CHUNK 512
 #define NOISE_PERCENT 10

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
+#include <mnp/frame.h>
 
 #define CHECK(x) do { if (!(x)) abort(); } while (0)
 

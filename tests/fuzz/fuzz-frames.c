@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
-#include "link.h"
-#include "message.h"
+#include <mnp/frame.h>
+#include <mnp/link.h>
+#include <mnp/message.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
-#include "message.h"
+#include <mnp/frame.h>
+#include <mnp/message.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "client.h"
-#include "pen-ids.h"
+#include <mnp/pen-ids.h>
 
 #define READ_SLICE_MS 10
 

@@ -13,9 +13,9 @@
 #include <libserialport.h>
 #include <libusb.h>
 
-#include "frame.h"
-#include "link.h"
-#include "message.h"
+#include <mnp/frame.h>
+#include <mnp/link.h>
+#include <mnp/message.h>
 
 #define CHECK(cond, ...)                                                                \
         do {                                                                            \

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "client.h"
-#include "pen-ids.h"
+#include <mnp/pen-ids.h>
 
 static void expect_error(const char *cmd, const char *needle) {
         char *r = control("%s", cmd);

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "client.h"
-#include "pen-ids.h"
+#include <mnp/pen-ids.h>
 
 #define MAX_PENS 16
 

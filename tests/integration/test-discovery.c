@@ -27,9 +27,9 @@
 #include <systemd/sd-event.h>
 
 #include "discovery.h"
-#include "frame.h"
-#include "message.h"
-#include "pen-ids.h"
+#include <mnp/frame.h>
+#include <mnp/message.h>
+#include <mnp/pen-ids.h>
 #include "transport.h"
 
 #define USB_SERIAL      "MNU-0001"

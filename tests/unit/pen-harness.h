@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
-#include "link.h"
-#include "message.h"
+#include <mnp/frame.h>
+#include <mnp/link.h>
+#include <mnp/message.h>
 #include "pen.h"
 
 #define H_T0 UINT64_C(1000000)          /* the clock starts at 1 s, not 0 */

@@ -8,9 +8,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "crc32c-internal.h"
-#include "frame-internal.h"
-#include "frame.h"
+#include <mnp/crc32c-internal.h>
+#include <mnp/frame-internal.h>
+#include <mnp/frame.h>
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 

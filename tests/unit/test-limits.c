@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "limits.h"
+#include <mnp/limits.h>
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 

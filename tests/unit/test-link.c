@@ -13,9 +13,9 @@
 
 #include <cmocka.h>
 
-#include "frame.h"
-#include "link.h"
-#include "message.h"
+#include <mnp/frame.h>
+#include <mnp/link.h>
+#include <mnp/message.h>
 
 #define T0 1000000u                     /* an arbitrary start time */
 #define RTO MNP_LINK_DEFAULT_RTO_US

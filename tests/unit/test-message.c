@@ -15,8 +15,8 @@
 
 #include <cmocka.h>
 
-#include "frame.h"
-#include "message.h"
+#include <mnp/frame.h>
+#include <mnp/message.h>
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -15,8 +15,8 @@
 
 #include <cmocka.h>
 
-#include "frame.h"
-#include "message.h"
+#include <mnp/frame.h>
+#include <mnp/message.h>
 #include "pen-link.h"
 #include "pen-loop.h"
 #include "pen.h"
