@@ -20,7 +20,7 @@ int mnctl_exit_code_for_error(const char *name, int r) {
                 MND_ERROR_PREFIX "NoSuchArea", MND_ERROR_PREFIX "CartridgeUsed",
                 MND_ERROR_PREFIX "CartridgeMissing", NULL };
         static const char *const no_pen[] = {
-                MND_ERROR_PREFIX "NoSuchPen", "org.freedesktop.DBus.Error.UnknownObject", NULL };
+                MND_ERROR_PREFIX "NoSuchPen", "org.freedesktop.DBus.Error.UnknownObject", MNCTL_ERROR_NO_SUCH_EVENT, NULL };
         static const char *const denied[] = {
                 "org.freedesktop.DBus.Error.AccessDenied",
                 "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
@@ -42,6 +42,8 @@ int mnctl_exit_code_for_error(const char *name, int r) {
                         return MNCTL_EXIT_NO_DAEMON;
                 if (name_in(name, usage))
                         return MNCTL_EXIT_USAGE;
+                if (streq(name, MNCTL_ERROR_AUDIT_BROKEN))
+                        return MNCTL_EXIT_AUDIT_BROKEN;
                 /* Timeout, DeviceError, NotConnected, Busy, AuditFailure, NoReply and anything unknown. */
                 return MNCTL_EXIT_DEVICE;
         }

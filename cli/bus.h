@@ -19,7 +19,8 @@
  *   6  Mnd1.Error.Timeout, DeviceError, NotConnected, Busy, AuditFailure, and anything else
  *   7  DBus.Error.ServiceUnknown, NameHasNoOwner, Disconnected, NoServer, FileNotFound;
  *      errno: ENOENT, ECONNREFUSED, ECONNRESET, ENOTCONN, EPIPE, ENXIO, EHOSTDOWN
- *   plus mnctl's own names (Usage 2, AmbiguousPen 2, NoDaemon 7, SessionNotCompleted 6).
+ *   plus mnctl's own names (Usage 2, AmbiguousPen 2, NoSuchEvent 3, NoDaemon 7, SessionNotCompleted 6,
+ *   AuditChainBroken 8).
  */
 int mnctl_exit_code_for_error(const char *name, int r);
 

@@ -26,6 +26,15 @@ enum mnctl_opt {
         OPT_ALL,
         OPT_SERIALS,
         OPT_AREAS,
+        OPT_SINCE,
+        OPT_UNTIL,
+        OPT_PEN,
+        OPT_SESSION,
+        OPT_CARTRIDGE,
+        OPT_KIND,
+        OPT_UTC,
+        OPT_FORMAT,
+        OPT_OUTPUT,
         _OPT_MAX,
 };
 
@@ -47,6 +56,10 @@ int cmd_start(struct mnctl *c, const struct mnctl_args *a);
 int cmd_limits(struct mnctl *c, const struct mnctl_args *a);
 int cmd_watch(struct mnctl *c, const struct mnctl_args *a);
 int cmd_monitor(struct mnctl *c, const struct mnctl_args *a);
+int cmd_audit_list(struct mnctl *c, const struct mnctl_args *a);
+int cmd_audit_show(struct mnctl *c, const struct mnctl_args *a);
+int cmd_audit_export(struct mnctl *c, const struct mnctl_args *a);
+int cmd_audit_verify(struct mnctl *c, const struct mnctl_args *a);
 
 /* ---- shared between the commands ---- */
 

@@ -39,6 +39,15 @@ static const struct option_def option_defs[] = {
         { OPT_ALL,      "all",      0,   NULL,       "Stop every pen" },
         { OPT_SERIALS,  "serials",  0,   NULL,       "Print only the serial numbers, one per line" },
         { OPT_AREAS,    "areas",    0,   NULL,       "Print only the area ids, one per line" },
+        { OPT_SINCE,    "since",    0,   "TIME",     "Only events at or after TIME: 2026-11-20, 2026-11-20T14:30, -1h, today" },
+        { OPT_UNTIL,    "until",    0,   "TIME",     "Only events before TIME (a date alone: to the end of that day)" },
+        { OPT_PEN,      "pen",      0,   "PEN",      "Only this pen's events (a prefix names a connected pen)" },
+        { OPT_SESSION,  "session",  0,   "N",        "Only the events of session N" },
+        { OPT_CARTRIDGE, "cartridge", 0, "ID",       "Only the events with this cartridge" },
+        { OPT_KIND,     "kind",     0,   "KIND",     "Only events of this kind: session-start, refusal ... (see mnctl(1))" },
+        { OPT_UTC,      "utc",      0,   NULL,       "Show times in UTC instead of local time" },
+        { OPT_FORMAT,   "format",   0,   "FORMAT",   "csv (RFC 4180, the default) or json (one array)" },
+        { OPT_OUTPUT,   "output",   0,   "FILE",     "Write to FILE, replaced only once complete (default: standard output)" },
 };
 
 /* Options every command takes. */
@@ -46,9 +55,10 @@ static const enum mnctl_opt common_options[] = { OPT_JSON, OPT_USER, OPT_NO_COLO
 
 #define OPTS(...) (const enum mnctl_opt[]) { __VA_ARGS__, _OPT_MAX }
 #define NO_OPTS   (const enum mnctl_opt[]) { _OPT_MAX }
+#define AUDIT_FILTERS OPT_SINCE, OPT_UNTIL, OPT_PEN, OPT_SESSION, OPT_CARTRIDGE, OPT_KIND
 
 struct command {
-        const char *name;
+        const char *name;       /* "list", or "audit list" for a command of a group */
         const char *args;
         const char *summary;
         int (*run)(struct mnctl *c, const struct mnctl_args *a);
@@ -81,8 +91,26 @@ static const struct command commands[] = {
           cmd_watch, 0, 1, NO_OPTS },
         { "monitor",     "",              "Print events as they happen",
           cmd_monitor, 0, 0, NO_OPTS },
+        { "audit list",  "[FILTERS...] [--utc]", "List the audit log's events in a table",
+          cmd_audit_list, 0, 0, OPTS(AUDIT_FILTERS, OPT_UTC) },
+        { "audit show",  "N [--utc]",     "Show every field of audit event N",
+          cmd_audit_show, 1, 1, OPTS(OPT_UTC) },
+        { "audit export", "[--format csv|json] [--output FILE] [FILTERS...]",
+          "Export the matching audit events for the clinic's records",
+          cmd_audit_export, 0, 0, OPTS(OPT_FORMAT, OPT_OUTPUT, AUDIT_FILTERS) },
+        { "audit verify", "",             "Check the audit log's hash chain",
+          cmd_audit_verify, 0, 0, NO_OPTS },
         { "help",        "[COMMAND]",     "Show help for mnctl or a command",
-          cmd_help, 0, 1, NO_OPTS },
+          cmd_help, 0, 2, NO_OPTS },
+};
+
+/* Groups of commands ("audit list" ...): the first word, and what the group is for. */
+static const struct {
+        const char *name;
+        const char *summary;
+} groups[] = {
+        { "audit", "The audit log: who needled with which pen and cartridge, how deep and how long, "
+                   "and what mnd refused" },
 };
 
 static const struct option_def *option_def(enum mnctl_opt id) {
@@ -95,6 +123,24 @@ static const struct option_def *option_def(enum mnctl_opt id) {
 static const struct command *command_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (streq(commands[i].name, name))
+                        return &commands[i];
+        return NULL;
+}
+
+static const char *group_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(groups); i++)
+                if (streq(groups[i].name, name))
+                        return groups[i].name;
+        return NULL;
+}
+
+/* The command "GROUP NAME". */
+static const struct command *command_find_in(const char *group, const char *name) {
+        size_t n = strlen(group);
+
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strncmp(commands[i].name, group, n) == 0 && commands[i].name[n] == ' ' &&
+                    streq(commands[i].name + n + 1, name))
                         return &commands[i];
         return NULL;
 }
@@ -121,19 +167,22 @@ static void print_option(FILE *f, const struct option_def *d) {
         fprintf(f, "  %-24s %s\n", left, d->help);
 }
 
+static void print_command(FILE *f, const char *name, const char *args, const char *summary) {
+        char left[96];
+
+        snprintf(left, sizeof(left), "%s %s", name, args);
+        if (strlen(left) > 32)
+                fprintf(f, "  %s\n  %-32s %s\n", left, "", summary);
+        else
+                fprintf(f, "  %-32s %s\n", left, summary);
+}
+
 static void help_main(FILE *f) {
         fprintf(f, "mnctl [OPTIONS...] COMMAND [ARGS...]\n\n"
                    "Control microneedling pens through mnd, the pen daemon.\n\n"
                    "Commands:\n");
-        for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
-                char left[64];
-
-                snprintf(left, sizeof(left), "%s %s", commands[i].name, commands[i].args);
-                if (strlen(left) > 32)
-                        fprintf(f, "  %s\n  %-32s %s\n", left, "", commands[i].summary);
-                else
-                        fprintf(f, "  %-32s %s\n", left, commands[i].summary);
-        }
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                print_command(f, commands[i].name, commands[i].args, commands[i].summary);
         fprintf(f, "\nOptions:\n");
         for (size_t i = 0; i < ELEMENTSOF(common_options); i++)
                 print_option(f, option_def(common_options[i]));
@@ -141,8 +190,26 @@ static void help_main(FILE *f) {
         fprintf(f, "\nPEN is a serial number or a unique prefix of one; it may be left out when one pen is\n"
                    "connected.  Depths: 0.5mm, 500um (a bare number is mm).  Durations: 90s, 20m, 1h30m\n"
                    "(a bare number is seconds).  Speeds: 120, 120hz.\n"
-                   "Exit status: 0 ok, 2 usage, 3 no such pen, 4 refused by limits, 5 not authorised,\n"
-                   "6 device or daemon error, 7 daemon not running.  See mnctl(1).\n");
+                   "Exit status: 0 ok, 2 usage, 3 no such pen or event, 4 refused by limits, 5 not authorised,\n"
+                   "6 device or daemon error, 7 daemon not running, 8 audit chain broken.  See mnctl(1).\n");
+}
+
+static void help_group(FILE *f, const char *group) {
+        size_t n = strlen(group);
+
+        fprintf(f, "mnctl %s COMMAND [OPTIONS...]\n\n", group);
+        for (size_t i = 0; i < ELEMENTSOF(groups); i++)
+                if (streq(groups[i].name, group))
+                        fprintf(f, "%s.\n\n", groups[i].summary);
+        fprintf(f, "Commands:\n");
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strncmp(commands[i].name, group, n) == 0 && commands[i].name[n] == ' ')
+                        print_command(f, commands[i].name + n + 1, commands[i].args, commands[i].summary);
+        if (streq(group, "audit"))
+                fprintf(f, "\nFILTERS: --since TIME, --until TIME, --pen PEN, --session N, --cartridge ID, --kind KIND.\n"
+                           "TIME: 2026-11-20, 2026-11-20T14:30, '2026-11-20 14:30:05', with Z or +01:00 for\n"
+                           "UTC or an offset (else local time); now, today, yesterday; -30m, -1h, -7d; @SECONDS.\n");
+        fprintf(f, "\nSee 'mnctl %s COMMAND --help' and mnctl(1).\n", group);
 }
 
 static void help_command(FILE *f, const struct command *cmd) {
@@ -154,28 +221,31 @@ static void help_command(FILE *f, const struct command *cmd) {
         fprintf(f, "\nSee mnctl(1).\n");
 }
 
+static void help_any(FILE *f, const struct command *cmd, const char *group) {
+        if (cmd)
+                help_command(f, cmd);
+        else if (group)
+                help_group(f, group);
+        else
+                help_main(f);
+}
+
 /* Help on stdout; with --json as {"help": "..."}, so that stdout stays JSON. */
-static int print_help(struct mnctl *c, const struct command *cmd) {
+static int print_help(struct mnctl *c, const struct command *cmd, const char *group) {
         _cleanup_(freep) char *text = NULL;
         size_t size = 0;
         struct json j;
         FILE *f;
 
         if (!c->json) {
-                if (cmd)
-                        help_command(stdout, cmd);
-                else
-                        help_main(stdout);
+                help_any(stdout, cmd, group);
                 return 0;
         }
 
         f = open_memstream(&text, &size);
         if (!f)
                 return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
-        if (cmd)
-                help_command(f, cmd);
-        else
-                help_main(f);
+        help_any(f, cmd, group);
         if (fclose(f) < 0)
                 return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
 
@@ -189,13 +259,24 @@ static int print_help(struct mnctl *c, const struct command *cmd) {
 
 static int cmd_help(struct mnctl *c, const struct mnctl_args *a) {
         const struct command *cmd = NULL;
+        const char *group = NULL;
 
         if (a->npos > 0) {
-                cmd = command_find(a->pos[0]);
-                if (!cmd)
-                        return mnctl_usage(c, "unknown command '%s'; see 'mnctl --help'", a->pos[0]);
+                group = group_find(a->pos[0]);
+                if (group && a->npos > 1) {
+                        cmd = command_find_in(group, a->pos[1]);
+                        if (!cmd)
+                                return mnctl_usage(c, "unknown command '%s %s'; see 'mnctl %s --help'",
+                                                   group, a->pos[1], group);
+                } else if (!group) {
+                        cmd = command_find(a->pos[0]);
+                        if (!cmd)
+                                return mnctl_usage(c, "unknown command '%s'; see 'mnctl --help'", a->pos[0]);
+                        if (a->npos > 1)
+                                return mnctl_usage(c, "too many arguments for 'mnctl help'; usage: mnctl help [COMMAND]");
+                }
         }
-        return print_help(c, cmd);
+        return print_help(c, cmd, group);
 }
 
 static const struct option_def *match_option(const char *arg, const char **ret_value) {
@@ -233,8 +314,9 @@ static bool looks_like_option(const char *arg) {
  * order; "--" ends the options.
  */
 static int parse_args(struct mnctl *c, int argc, char **argv, const struct command **ret_cmd,
-                      struct mnctl_args *a) {
+                      const char **ret_group, struct mnctl_args *a) {
         const struct command *cmd = NULL;
+        const char *group = NULL;
         bool options_done = false;
 
         a->pos = calloc((size_t) argc, sizeof(char *));
@@ -250,7 +332,17 @@ static int parse_args(struct mnctl *c, int argc, char **argv, const struct comma
                         continue;
                 }
                 if (options_done || !looks_like_option(arg)) {
+                        if (!cmd && group) {
+                                cmd = command_find_in(group, arg);
+                                if (!cmd)
+                                        return mnctl_usage(c, "unknown command '%s %s'; see 'mnctl %s --help'",
+                                                           group, arg, group);
+                                continue;
+                        }
                         if (!cmd) {
+                                group = group_find(arg);
+                                if (group)
+                                        continue;
                                 cmd = command_find(arg);
                                 if (!cmd)
                                         return mnctl_usage(c, "unknown command '%s'; see 'mnctl --help'", arg);
@@ -289,10 +381,14 @@ static int parse_args(struct mnctl *c, int argc, char **argv, const struct comma
                 if (cmd)
                         return mnctl_usage(c, "'mnctl %s' takes no option '--%s'; see 'mnctl %s --help'",
                                            cmd->name, d->name, cmd->name);
+                if (group)
+                        return mnctl_usage(c, "option '--%s' needs a command after '%s'; see 'mnctl %s --help'",
+                                           d->name, group, group);
                 return mnctl_usage(c, "option '--%s' needs a command; see 'mnctl --help'", d->name);
         }
 
         *ret_cmd = cmd;
+        *ret_group = group;
         return 0;
 }
 
@@ -310,6 +406,7 @@ static bool env_user_bus(struct mnctl *c) {
 static int run(struct mnctl *c, int argc, char **argv) {
         _cleanup_(freep) struct mnctl_args *a = calloc(1, sizeof(struct mnctl_args));
         const struct command *cmd = NULL;
+        const char *group = NULL;
         int r;
 
         if (!a)
@@ -324,7 +421,7 @@ static int run(struct mnctl *c, int argc, char **argv) {
         if (c->error_name)
                 return -EINVAL;
 
-        r = parse_args(c, argc, argv, &cmd, a);
+        r = parse_args(c, argc, argv, &cmd, &group, a);
         if (r >= 0) {
                 c->json = a->set[OPT_JSON];
                 c->user_bus = c->user_bus || a->set[OPT_USER];
@@ -335,7 +432,7 @@ static int run(struct mnctl *c, int argc, char **argv) {
                 goto finish;
 
         if (a->set[OPT_HELP]) {
-                r = print_help(c, cmd);
+                r = print_help(c, cmd, group);
                 goto finish;
         }
         if (a->set[OPT_VERSION]) {
@@ -349,6 +446,10 @@ static int run(struct mnctl *c, int argc, char **argv) {
                         json_finish(&j);
                 } else
                         printf("mnctl %s\n", MNCTL_VERSION);
+                goto finish;
+        }
+        if (!cmd && group) {
+                r = mnctl_usage(c, "'mnctl %s' needs a command; see 'mnctl %s --help'", group, group);
                 goto finish;
         }
         if (!cmd) {

@@ -19,6 +19,7 @@ enum {
         MNCTL_EXIT_DENIED = 5,
         MNCTL_EXIT_DEVICE = 6,
         MNCTL_EXIT_NO_DAEMON = 7,
+        MNCTL_EXIT_AUDIT_BROKEN = 8,
 };
 
 /* Error names mnctl itself reports (besides the daemon's, which it passes on). */
@@ -27,6 +28,8 @@ enum {
 #define MNCTL_ERROR_NO_DAEMON           "org.microneedle.mnctl.Error.NoDaemon"
 #define MNCTL_ERROR_SESSION_NOT_COMPLETED "org.microneedle.mnctl.Error.SessionNotCompleted"
 #define MNCTL_ERROR_FAILED              "org.microneedle.mnctl.Error.Failed"
+#define MNCTL_ERROR_NO_SUCH_EVENT       "org.microneedle.mnctl.Error.NoSuchEvent"
+#define MNCTL_ERROR_AUDIT_BROKEN        "org.microneedle.mnctl.Error.AuditChainBroken"
 
 #define MND_BUS_NAME            "org.microneedle.Mnd1"
 #define MND_MANAGER_PATH        "/org/microneedle/Mnd1"
@@ -35,6 +38,8 @@ enum {
 #define MND_PEN_IFACE           "org.microneedle.Mnd1.Pen"
 #define MND_SESSION_IFACE       "org.microneedle.Mnd1.Session"
 #define MND_ERROR_PREFIX        "org.microneedle.Mnd1.Error."
+
+struct json;
 
 struct mnctl {
         /* global options */
@@ -49,6 +54,9 @@ struct mnctl {
         int exit_code;
         char *error_name;
         char *error_message;
+        /* With --json: members written before "error" in the error object (the result that failed). */
+        void (*json_error_members)(struct json *j, const void *userdata);
+        const void *json_error_userdata;
 };
 
 /*

@@ -117,6 +117,11 @@ void json_uint(struct json *j, uint64_t v) {
         fprintf(j->f, "%" PRIu64, v);
 }
 
+void json_int(struct json *j, int64_t v) {
+        json_value_prefix(j);
+        fprintf(j->f, "%" PRId64, v);
+}
+
 void json_bool(struct json *j, bool b) {
         json_value_prefix(j);
         fputs(b ? "true" : "false", j->f);
@@ -369,6 +374,8 @@ void mnctl_report_error(const struct mnctl *c) {
 
                 json_init(&j, stdout, true);
                 json_object_begin(&j);
+                if (c->json_error_members)
+                        c->json_error_members(&j, c->json_error_userdata);
                 json_key(&j, "error");
                 json_object_begin(&j);
                 json_kv_string(&j, "name", c->error_name ?: MNCTL_ERROR_FAILED);

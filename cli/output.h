@@ -46,6 +46,7 @@ void json_array_end(struct json *j);
 void json_key(struct json *j, const char *key);
 void json_string(struct json *j, const char *s);        /* NULL gives null */
 void json_uint(struct json *j, uint64_t v);
+void json_int(struct json *j, int64_t v);
 void json_bool(struct json *j, bool b);
 void json_null(struct json *j);
 /* Ends the document (a newline) and flushes. */

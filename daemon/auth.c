@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "audit-trail.h"
 #include "auth.h"
 #include "log.h"
 #include "manager.h"
@@ -17,8 +18,8 @@ static int sender_euid(sd_bus_message *message, uid_t *ret) {
         return sd_bus_creds_get_euid(creds, ret);
 }
 
-static int check_uid(struct mnd_manager *m, sd_bus_message *message, const char *action, const char *what,
-                     sd_bus_error *error) {
+static int check_uid_internal(struct mnd_manager *m, sd_bus_message *message, const char *action, const char *what,
+                              sd_bus_error *error) {
         uid_t uid;
         int r;
 
@@ -55,6 +56,21 @@ static int check_uid(struct mnd_manager *m, sd_bus_message *message, const char 
         return -EACCES;
 }
 
+/* Every refusal is on the audit trail (rate-limited: an unauthorised caller must not fill the disk). */
+static int check_uid(struct mnd_manager *m, sd_bus_message *message, const char *action, const char *what,
+                     sd_bus_error *error) {
+        int r = check_uid_internal(m, message, action, what, error);
+
+        if (r < 0)
+                mnd_audit_record_auth_failure(m, message, action, error);
+        return r;
+}
+
 int mnd_auth_operate(struct mnd_manager *m, sd_bus_message *message, sd_bus_error *error) {
         return check_uid(m, message, "org.microneedle.mnd.operate", "operate pens", error);
+}
+
+int mnd_auth_audit(struct mnd_manager *m, sd_bus_message *message, sd_bus_error *error) {
+        /* Until polkit lands, the same rule as operate (see check_uid_internal). */
+        return check_uid(m, message, "org.microneedle.mnd.audit", "read or verify the audit log", error);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * mnd --bus-introspect: the introspection XML of the three interfaces, taken
+ * mnd --bus-introspect: the introspection XML of the four interfaces, taken
  * from the real vtables.  The objects are served on an in-process sd-bus
  * connection over a socketpair and asked with
  * org.freedesktop.DBus.Introspectable.Introspect, so the output cannot drift
@@ -24,6 +24,7 @@ static const struct {
         { MND_MANAGER_PATH,                   MND_MANAGER_INTERFACE, mnd_manager_vtable },
         { MND_PEN_PATH_PREFIX "/example",     MND_PEN_INTERFACE,     mnd_pen_vtable },
         { MND_SESSION_PATH_PREFIX "/1",       MND_SESSION_INTERFACE, mnd_session_vtable },
+        { MND_AUDIT_PATH,                     MND_AUDIT_INTERFACE,   mnd_audit_vtable },
 };
 
 struct introspect_state {

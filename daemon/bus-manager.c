@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "audit-trail.h"
 #include "bus-error.h"
 #include "log.h"
 #include "manager.h"
@@ -146,6 +147,16 @@ static void stop_all_pen_done(struct mnd_pen *pen, int error, void *userdata) {
 }
 
 /* Never refused: no authorisation, no busy check; acts on every pen at once. */
+/* On the trail right after the pens were told (never before: stopping does not wait for the log). */
+static void stop_all_record(struct mnd_manager *m, sd_bus_message *message) {
+        struct mnd_audit_caller caller;
+        struct mnd_audit_event_buf b;
+
+        mnd_audit_caller_from_message(message, &caller);
+        mnd_audit_build_stop(&b, NULL, 0, "StopAll", &caller);
+        (void) mnd_audit_record(m, &b, false);
+}
+
 static int method_stop_all(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_manager *m = userdata;
         struct stop_all *sa;
@@ -157,6 +168,7 @@ static int method_stop_all(sd_bus_message *message, void *userdata, sd_bus_error
                 /* Still stop everything; only the wait for the acknowledgements is lost. */
                 for (struct mnd_pen *p = m->pens; p; p = p->next)
                         mnd_pen_stop(p, MND_SESSION_STOPPED, "stopped", NULL, NULL);
+                stop_all_record(m, message);
                 return sd_bus_reply_method_return(message, NULL);
         }
         sa->message = sd_bus_message_ref(message);
@@ -166,6 +178,7 @@ static int method_stop_all(sd_bus_message *message, void *userdata, sd_bus_error
                 sa->pending++;
                 mnd_pen_stop(p, MND_SESSION_STOPPED, "stopped", stop_all_pen_done, sa);
         }
+        stop_all_record(m, message);
         stop_all_unref(sa);
         return 1;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit-trail.h"
 #include "auth.h"
 #include "bus-error.h"
 #include "log.h"
@@ -110,6 +111,7 @@ struct pen_op {
                 PEN_OP_OTHER,
                 PEN_OP_DEPTH,
                 PEN_OP_SPEED,
+                PEN_OP_CLEAR_FAULT,
         } kind;
         uint32_t value;
 };
@@ -146,10 +148,26 @@ static void pen_op_done(struct mnd_pen_link *l, int error, const char *message, 
                         mnd_pen_set_setpoints(pen, op->value, pen->speed_hz);
                 else if (op->kind == PEN_OP_SPEED)
                         mnd_pen_set_setpoints(pen, pen->depth_um, op->value);
+                else if (op->kind == PEN_OP_CLEAR_FAULT) {
+                        struct mnd_audit_caller caller;
+                        struct mnd_audit_event_buf b;
+
+                        mnd_audit_caller_from_message(op->message, &caller);
+                        mnd_audit_build(&b, MND_AUDIT_FAULT_CLEARED);
+                        b.event.pen = pen->identity.serial;
+                        mnd_audit_build_caller(&b, &caller);
+                        (void) mnd_audit_record(pen->manager, &b, false);
+                }
                 (void) sd_bus_reply_method_return(op->message, NULL);
         } else {
                 mnd_bus_error_set_pen(&e, error, pen->identity.serial, op->what, message);
                 log_notice("Pen %s: %s failed: %s", pen->identity.serial, op->what, e.message);
+                /* The setpoint record went first; that the pen did not take it follows. */
+                mnd_audit_record_refusal(pen->manager, op->message, pen->identity.serial,
+                                         pen->session ? pen->session->id : 0, sd_bus_message_get_member(op->message),
+                                         mnd_pen_current_area(pen),
+                                         op->kind == PEN_OP_DEPTH ? op->value : MND_AUDIT_UNSET,
+                                         op->kind == PEN_OP_SPEED ? op->value : MND_AUDIT_UNSET, MND_AUDIT_UNSET, &e);
                 (void) sd_bus_reply_method_error(op->message, &e);
         }
         pen_op_free(op);
@@ -170,6 +188,29 @@ static int pen_check_operable(struct mnd_pen *pen, sd_bus_message *message, sd_b
         return 0;
 }
 
+/* Records the refusal already in error (unless it is an authorisation failure, which auth.c
+ * records) and returns r. */
+static int refuse(struct mnd_pen *pen, sd_bus_message *message, int r, sd_bus_error *error, const char *area,
+                  uint32_t depth_um, uint32_t speed_hz, uint32_t duration_s) {
+        if (!sd_bus_error_is_set(error) || sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED))
+                return r;
+        mnd_audit_record_refusal(pen->manager, message, pen->identity.serial, pen->session ? pen->session->id : 0,
+                                 sd_bus_message_get_member(message), area, depth_um, speed_hz, duration_s, error);
+        return r;
+}
+
+/* The write-ahead record of a setpoint change (depth_um or speed_hz MND_AUDIT_UNSET for the other). */
+static int setpoint_write_ahead(struct mnd_pen *pen, sd_bus_message *message, uint32_t depth_um, uint32_t speed_hz,
+                                const char *what, sd_bus_error *error) {
+        struct mnd_audit_caller caller;
+        struct mnd_audit_event_buf b;
+
+        mnd_audit_caller_from_message(message, &caller);
+        mnd_audit_build_setpoint(&b, pen->identity.serial, pen->session ? pen->session->id : 0,
+                                 mnd_pen_current_area(pen), depth_um, speed_hz, &caller);
+        return mnd_audit_write_ahead(pen->manager, &b, what, "nothing was sent to the pen", error);
+}
+
 static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_pen *pen = userdata;
         char reason[MNP_REASON_MAX], what[64], mm[16];
@@ -182,17 +223,23 @@ static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_erro
                 return r;
         r = pen_check_operable(pen, message, error);
         if (r < 0)
-                return r;
+                return refuse(pen, message, r, error, mnd_pen_current_area(pen), depth, MND_AUDIT_UNSET,
+                              MND_AUDIT_UNSET);
 
         /* Every limit at once, before anything is sent: pen range, absolute, clinic, session area. */
         r = mnp_check_depth(&pen->manager->config->limits, &pen->identity.range, mnd_pen_current_area(pen),
                             depth, reason, sizeof(reason));
         if (r < 0) {
                 log_notice("Pen %s: refused depth %" PRIu32 " um: %s", pen->identity.serial, depth, reason);
-                return mnd_bus_error_set_limit(error, r, reason);
+                return refuse(pen, message, mnd_bus_error_set_limit(error, r, reason), error,
+                              mnd_pen_current_area(pen), depth, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
         }
 
         snprintf(what, sizeof(what), "set depth to %s", mnp_format_depth(depth, mm, sizeof(mm)));
+        /* On the trail, durably, before the pen is told. */
+        r = setpoint_write_ahead(pen, message, depth, MND_AUDIT_UNSET, what, error);
+        if (r < 0)
+                return r;
         op = pen_op_new(pen, message, what);
         if (!op)
                 return -ENOMEM;
@@ -218,16 +265,22 @@ static int method_set_speed(sd_bus_message *message, void *userdata, sd_bus_erro
                 return r;
         r = pen_check_operable(pen, message, error);
         if (r < 0)
-                return r;
+                return refuse(pen, message, r, error, mnd_pen_current_area(pen), MND_AUDIT_UNSET, speed,
+                              MND_AUDIT_UNSET);
 
         r = mnp_check_speed(&pen->manager->config->limits, &pen->identity.range, mnd_pen_current_area(pen),
                             speed, reason, sizeof(reason));
         if (r < 0) {
                 log_notice("Pen %s: refused speed %" PRIu32 " Hz: %s", pen->identity.serial, speed, reason);
-                return mnd_bus_error_set_limit(error, r, reason);
+                return refuse(pen, message, mnd_bus_error_set_limit(error, r, reason), error,
+                              mnd_pen_current_area(pen), MND_AUDIT_UNSET, speed, MND_AUDIT_UNSET);
         }
 
         snprintf(what, sizeof(what), "set speed to %" PRIu32 " Hz", speed);
+        /* On the trail, durably, before the pen is told. */
+        r = setpoint_write_ahead(pen, message, MND_AUDIT_UNSET, speed, what, error);
+        if (r < 0)
+                return r;
         op = pen_op_new(pen, message, what);
         if (!op)
                 return -ENOMEM;
@@ -248,11 +301,12 @@ static int method_clear_fault(sd_bus_message *message, void *userdata, sd_bus_er
 
         r = pen_check_operable(pen, message, error);
         if (r < 0)
-                return r;
+                return refuse(pen, message, r, error, NULL, MND_AUDIT_UNSET, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
 
         op = pen_op_new(pen, message, "clear the fault");
         if (!op)
                 return -ENOMEM;
+        op->kind = PEN_OP_CLEAR_FAULT;
         r = mnd_pen_link_clear_fault(pen->link, pen_op_done, op);
         if (r < 0) {
                 pen_op_free(op);
@@ -276,8 +330,16 @@ static void method_stop_done(struct mnd_pen *pen, int error, void *userdata) {
 static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_pen *pen = userdata;
 
+        struct mnd_audit_caller caller;
+        struct mnd_audit_event_buf b;
+        uint64_t session = pen->session ? pen->session->id : 0;
+
         log_info("Pen %s: Stop from %s.", pen->identity.serial, strempty(sd_bus_message_get_sender(message)));
+        /* The pen first; the record right after, whatever becomes of it (a failure is logged). */
         mnd_pen_stop(pen, MND_SESSION_STOPPED, "stopped", method_stop_done, sd_bus_message_ref(message));
+        mnd_audit_caller_from_message(message, &caller);
+        mnd_audit_build_stop(&b, pen->identity.serial, session, "Stop", &caller);
+        (void) mnd_audit_record(pen->manager, &b, false);
         return 1;
 }
 
@@ -460,14 +522,29 @@ static struct mnd_start_op *start_op_free(struct mnd_start_op *op) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct mnd_start_op *, start_op_free);
 
-static void start_not_started(struct mnd_start_op *op) {
-        struct mnd_manager *m = op->pen->manager;
-        int r;
+static void start_op_session_info(const struct mnd_start_op *op, struct mnd_audit_session_info *ret) {
+        *ret = (struct mnd_audit_session_info) {
+                .id = op->params.id,
+                .pen = op->params.pen_serial,
+                .area = op->params.area,
+                .cartridge = op->params.cartridge,
+                .operator_name = op->params.operator_name,
+                .patient_ref = op->params.patient_ref,
+                .depth_um = op->params.depth_um,
+                .speed_hz = op->params.speed_hz,
+                .planned_duration_s = op->params.planned_duration_s,
+        };
+}
 
-        r = mnd_session_store_end(m->session_store, op->params.id, now_usec(CLOCK_REALTIME), 0, "failed",
-                                  "not-started");
-        if (r < 0)
-                log_warning_errno(r, "Cannot record that session %" PRIu64 " did not start: %m", op->params.id);
+/* The session-start is on the trail but the pen did not start: its end follows ("not-started";
+ * the cartridge stays spent: it was offered for this session). */
+static void start_not_started(struct mnd_start_op *op) {
+        struct mnd_audit_session_info info;
+        struct mnd_audit_event_buf b;
+
+        start_op_session_info(op, &info);
+        mnd_audit_build_session_end(&b, &info, mnd_session_state_name(MND_SESSION_FAILED), "not-started", 0);
+        (void) mnd_audit_record(op->pen->manager, &b, false);
 }
 
 static void start_done(struct mnd_pen_link *l, int error, const char *message, void *userdata) {
@@ -535,22 +612,27 @@ static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_
         struct mnd_manager *m = pen->manager;
         struct start_options o = {};
         const struct mnd_pen_status *st;
-        const struct mnd_cartridge_use *used;
-        char reason[MNP_REASON_MAX];
+        struct mnd_audit_session_info info;
+        struct mnd_audit_caller caller;
+        struct mnd_audit_event_buf b;
+        char reason[MNP_REASON_MAX], what[160];
         uint64_t id;
         int r;
 
-        r = parse_start_options(message, &o, error);
-        if (r < 0)
-                return r;
+        /* Who first (an unauthorised caller learns nothing from the options' checks), then what. */
         r = pen_check_operable(pen, message, error);
         if (r < 0)
-                return r;
+                return refuse(pen, message, r, error, NULL, MND_AUDIT_UNSET, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
+        r = parse_start_options(message, &o, error);
+        if (r < 0)
+                return refuse(pen, message, r, error, NULL, MND_AUDIT_UNSET, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
         st = mnd_pen_status(pen);
         if (!o.has_depth)
                 o.depth_um = pen->depth_um;
         if (!o.has_speed)
                 o.speed_hz = pen->speed_hz;
+
+#define REFUSE(r) refuse(pen, message, (r), error, o.area, o.depth_um, o.speed_hz, o.duration_s)
 
         /* Every limit at once, for the session's area, before anything is sent or recorded. */
         r = mnp_check_duration(&m->config->limits, o.area, o.duration_s, reason, sizeof(reason));
@@ -562,45 +644,38 @@ static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_
                                     sizeof(reason));
         if (r < 0) {
                 log_notice("Pen %s: refused to start a session: %s", pen->identity.serial, reason);
-                return mnd_bus_error_set_limit(error, r, reason);
+                return REFUSE(mnd_bus_error_set_limit(error, r, reason));
         }
 
         /* The pen must be free for it. */
         if (pen->session)
-                return sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is running session %" PRIu64
-                                         "; stop it first", pen->identity.serial, pen->session->id);
+                return REFUSE(sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is running session %" PRIu64
+                                                "; stop it first", pen->identity.serial, pen->session->id));
         if (pen->starting || pen->stop_in_flight)
-                return sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is %s; try again when it is idle",
-                                         pen->identity.serial, pen->starting ? "starting a session" : "stopping");
+                return REFUSE(sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is %s; try again when it is idle",
+                                                pen->identity.serial,
+                                                pen->starting ? "starting a session" : "stopping"));
         if (st->state == MND_PEN_FAULT)
-                return sd_bus_error_setf(error, MND_ERROR_DEVICE_ERROR,
-                                         "pen %s has an active fault '%s'; remove its cause and call ClearFault",
-                                         pen->identity.serial, mnd_pen_fault_string(pen));
+                return REFUSE(sd_bus_error_setf(error, MND_ERROR_DEVICE_ERROR,
+                                                "pen %s has an active fault '%s'; remove its cause and call "
+                                                "ClearFault", pen->identity.serial, mnd_pen_fault_string(pen)));
         if (st->state != MND_PEN_IDLE)
-                return sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is %s, not idle; stop it first",
-                                         pen->identity.serial, mnd_pen_state_string(pen));
+                return REFUSE(sd_bus_error_setf(error, MND_ERROR_BUSY, "pen %s is %s, not idle; stop it first",
+                                                pen->identity.serial, mnd_pen_state_string(pen)));
 
-        /* A new sterile cartridge for every session. */
+        /* A new sterile cartridge for every session: the audit log knows every one used. */
         if (isempty(st->cartridge))
-                return sd_bus_error_setf(error, MND_ERROR_CARTRIDGE_MISSING,
-                                         "pen %s has no cartridge; insert a new sterile cartridge",
-                                         pen->identity.serial);
+                return REFUSE(sd_bus_error_setf(error, MND_ERROR_CARTRIDGE_MISSING,
+                                                "pen %s has no cartridge; insert a new sterile cartridge",
+                                                pen->identity.serial));
         if (!mnd_cartridge_id_is_valid(st->cartridge))
-                return sd_bus_error_setf(error, MND_ERROR_DEVICE_ERROR,
-                                         "pen %s reports a cartridge id that is not printable text; replace the "
-                                         "cartridge", pen->identity.serial);
-        used = mnd_cartridge_store_find(m->cartridges, st->cartridge);
-        if (used) {
-                char when[64] = "an earlier date";
-                time_t t = (time_t) (used->time_usec / USEC_PER_SEC);
-                struct tm tm;
-
-                if (localtime_r(&t, &tm))
-                        strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
-                return sd_bus_error_setf(error, MND_ERROR_CARTRIDGE_USED,
-                                         "cartridge '%s' was used by session %" PRIu64 " on %s; a cartridge "
-                                         "serves one session: insert a new one", used->id, used->session_id, when);
-        }
+                return REFUSE(sd_bus_error_setf(error, MND_ERROR_DEVICE_ERROR,
+                                                "pen %s reports a cartridge id that is not printable text; replace "
+                                                "the cartridge", pen->identity.serial));
+        r = mnd_audit_check_cartridge(m, pen->identity.serial, st->cartridge, error);
+        if (r < 0)
+                return REFUSE(r);
+#undef REFUSE
 
         op = calloc(1, sizeof(*op));
         if (!op)
@@ -614,7 +689,7 @@ static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_
         if (!op->operator_name || !op->patient_ref)
                 return -ENOMEM;
 
-        id = mnd_session_store_next_id(m->session_store, mnd_cartridge_store_max_session(m->cartridges));
+        id = mnd_audit_next_session_id(m);
         op->params = (struct mnd_session_params) {
                 .id = id,
                 .pen_path = pen->path,
@@ -628,28 +703,19 @@ static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_
                 .speed_hz = o.speed_hz,
         };
 
-        /* On disk (fsync'd) before the START is sent: the cartridge counts as used from here on. */
-        r = mnd_cartridge_store_record(m->cartridges, op->cartridge, id, now_usec(CLOCK_REALTIME));
-        if (r < 0) {
-                log_error_errno(r, "Cannot record the use of cartridge %s: %m", op->cartridge);
-                return sd_bus_error_setf(error, MND_ERROR_AUDIT_FAILURE,
-                                         "cannot record the use of cartridge '%s' in %s (%s); the session was not "
-                                         "started", op->cartridge, m->config->state_directory,
-                                         strerror(ERRNO_VALUE(r)));
-        }
-        r = mnd_session_store_begin(m->session_store, id, now_usec(CLOCK_REALTIME), o.duration_s,
-                                    pen->identity.serial, op->area, op->cartridge);
-        if (r < 0) {
-                log_error_errno(r, "Cannot record the start of session %" PRIu64 ": %m", id);
-                return sd_bus_error_setf(error, MND_ERROR_AUDIT_FAILURE,
-                                         "cannot record session %" PRIu64 " in %s (%s); the session was not started",
-                                         id, m->config->state_directory, strerror(ERRNO_VALUE(r)));
-        }
+        /* Durably on the trail before the START is sent: the session, its caller, and the cartridge,
+         * which counts as used from here on. */
+        mnd_audit_caller_from_message(message, &caller);
+        start_op_session_info(op, &info);
+        mnd_audit_build_session_start(&b, &info, &caller);
+        snprintf(what, sizeof(what), "start session %" PRIu64 " on pen %s with cartridge %s", id,
+                 pen->identity.serial, op->cartridge);
+        r = mnd_audit_write_ahead(m, &b, what, "the session was not started, nothing was sent to the pen", error);
+        if (r < 0)
+                return r;
 
         r = mnd_pen_link_start(pen->link, o.depth_um, o.speed_hz, start_done, op);
         if (r < 0) {
-                char what[64];
-
                 start_not_started(op);
                 snprintf(what, sizeof(what), "start session %" PRIu64, id);
                 return mnd_bus_error_set_pen(error, r, pen->identity.serial, what, NULL);

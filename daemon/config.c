@@ -25,6 +25,7 @@ void mnd_config_done(struct mnd_config *c) {
         if (!c)
                 return;
         c->state_directory = mfree(c->state_directory);
+        c->path = mfree(c->path);
 }
 
 int mnd_link_settings_check(const struct mnd_link_settings *s, char *reason, size_t size) {
@@ -187,6 +188,24 @@ static int handle_daemon(struct parse_state *st, const char *key, const char *va
         return 1;
 }
 
+#define MND_AUDIT_MAX_SIZE_MB_MAX 1048576u   /* 1 TiB */
+
+static int handle_audit(struct parse_state *st, const char *key, const char *value) {
+        uint32_t v;
+
+        if (!streq(key, "max_size_mb")) {
+                parse_fail(st, -ENOENT, "unknown key '%s' in section [audit]; known: max_size_mb", key);
+                return 0;
+        }
+        if (parse_u32(value, &v) < 0 || v == 0 || v > MND_AUDIT_MAX_SIZE_MB_MAX) {
+                parse_fail(st, -EINVAL, "max_size_mb must be a whole number of megabytes from 1 to %u, not '%s'",
+                           MND_AUDIT_MAX_SIZE_MB_MAX, value);
+                return 0;
+        }
+        st->config->audit_max_size = (uint64_t) v * 1024 * 1024;
+        return 1;
+}
+
 static int handle_link(struct parse_state *st, const char *key, const char *value) {
         static const struct {
                 const char *key;
@@ -269,6 +288,8 @@ static int config_handler(void *userdata, const char *section, const char *key, 
                 return handle_link(st, key, value);
         if (streq(section, "pens"))
                 return handle_pens(st, key, value);
+        if (streq(section, "audit"))
+                return handle_audit(st, key, value);
         if (streq(section, "limits") || strncmp(section, "area.", 5) == 0) {
                 /* libmnp knows the keys and areas and refuses raises; its reason is the message. */
                 r = mnp_limits_apply(&st->config->limits, section, key, value, 0, reason, sizeof(reason));
@@ -278,7 +299,7 @@ static int config_handler(void *userdata, const char *section, const char *key, 
                 }
                 return 1;
         }
-        parse_fail(st, -ENOENT, "unknown section [%s]; known: [daemon], [link], [pens], [limits], [area.<id>]",
+        parse_fail(st, -ENOENT, "unknown section [%s]; known: [daemon], [link], [pens], [audit], [limits], [area.<id>]",
                    section);
         return 0;
 }
@@ -335,6 +356,11 @@ int mnd_config_load(struct mnd_config *c, const char *path, bool must_exist, cha
                 free(st.message);
                 return st.error;
         }
+
+        free(c->path);
+        c->path = strdup(path);
+        if (!c->path)
+                return -ENOMEM;
 
         if (c->link.lease_ms + c->link.heartbeat_ms > MND_LINK_SAFE_STOP_MS)
                 log_warning("%s: [link] lease_ms + heartbeat_ms = %" PRIu32 " ms: a pen whose host died may run "

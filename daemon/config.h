@@ -7,6 +7,8 @@
  *   [pens]    usb = VID:PID, serial = VID:PID (hex, repeatable)
  *   [limits] and [area.<id>]: max_depth_um, max_speed_hz, max_duration_s
  *             (handed to mnp_limits_apply: a configuration may only lower caps)
+ *   [audit]   max_size_mb = N (1..1048576; unset: no cap but the disk's): the audit
+ *             database may not grow beyond, appends then fail as on a full disk
  *
  * Any problem (unknown section or key, a malformed value, a raise) is fatal
  * and reported as "FILE:LINE: problem".
@@ -27,7 +29,9 @@
 #define MND_LINK_SAFE_STOP_MS 300u
 
 struct mnd_config {
+        char *path;                     /* the file loaded; NULL: none (the defaults) */
         char *state_directory;
+        uint64_t audit_max_size;        /* bytes; 0: no cap */
         struct mnd_link_settings link;
         struct mnd_id_table ids;
         struct mnp_limits limits;

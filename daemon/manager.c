@@ -7,6 +7,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "audit-trail.h"
 #include "bus-error.h"
 #include "log.h"
 #include "manager.h"
@@ -148,11 +149,17 @@ void mnd_manager_end_session(struct mnd_manager *m, struct mnd_session *s, enum 
         if (r < 0)
                 return; /* ended before: the first end wins */
 
-        r = mnd_session_store_end(m->session_store, s->id, s->ended_at, s->elapsed_ms,
-                                  mnd_session_state_name(state), reason);
-        if (r < 0)
-                /* Never fatal: ending must not fail.  At the next start it reads as "daemon-restart". */
-                log_error_errno(r, "Cannot record the end of session %" PRIu64 ": %m", s->id);
+        {
+                struct mnd_audit_session_info info;
+                struct mnd_audit_event_buf b;
+
+                /* After the fact (the pen was told first) and never fatal: ending must not fail.  A
+                 * failure is logged at error level; at the next start the session reads as running and
+                 * is closed as "daemon-restart". */
+                mnd_audit_session_info(s, &info);
+                mnd_audit_build_session_end(&b, &info, mnd_session_state_name(state), reason, s->elapsed_ms);
+                (void) mnd_audit_record(m, &b, false);
+        }
 
         log_info("Session %" PRIu64 " on pen %s ended: %s (%s) after %" PRIu64 ".%03" PRIu64 " s of needling.",
                  s->id, s->pen_serial, mnd_session_state_name(state), reason, s->elapsed_ms / 1000,
@@ -300,6 +307,36 @@ void mnd_pen_set_setpoints(struct mnd_pen *pen, uint32_t depth_um, uint32_t spee
         }
 }
 
+/* ---- the audit trail of a pen ---- */
+
+/* Records cartridge-removed / cartridge-inserted when the pen's cartridge differs from the one
+ * the log last saw. */
+static void pen_audit_cartridge(struct mnd_pen *pen) {
+        const struct mnd_pen_status *st = mnd_pen_status(pen);
+        const char *now = st ? st->cartridge : "";
+        uint64_t session = pen->session ? pen->session->id : 0;
+        struct mnd_audit_event_buf b;
+
+        if (streq(now, pen->audit_cartridge))
+                return;
+        if (!isempty(pen->audit_cartridge)) {
+                mnd_audit_build_cartridge(&b, false, pen->identity.serial, pen->audit_cartridge, session);
+                (void) mnd_audit_record(pen->manager, &b, false);
+        }
+        if (!isempty(now)) {
+                mnd_audit_build_cartridge(&b, true, pen->identity.serial, now, session);
+                (void) mnd_audit_record(pen->manager, &b, false);
+        }
+        (void) strcpy_bounded(pen->audit_cartridge, sizeof(pen->audit_cartridge), now);
+}
+
+static void pen_audit_fault(struct mnd_pen *pen, const char *code, const char *message) {
+        struct mnd_audit_event_buf b;
+
+        mnd_audit_build_fault(&b, pen->identity.serial, pen->session ? pen->session->id : 0, code, message);
+        (void) mnd_audit_record(pen->manager, &b, false);
+}
+
 /* ---- pen-link callbacks ---- */
 
 static void pen_ready(struct mnd_pen_link *l, void *userdata) {
@@ -311,8 +348,8 @@ static void pen_ready(struct mnd_pen_link *l, void *userdata) {
 
         if (!id)
                 return;
-        if (pen->ready) {
-                /* A new handshake after a reset: same pen, same object. */
+        if (pen->ready && pen->path) {
+                /* A new handshake (after a reset, or after the pen lost us): same pen, same object. */
                 if (!streq(id->serial, pen->identity.serial))
                         log_warning("Pen %s now reports serial number %s; keeping the first.",
                                     pen->identity.serial, id->serial);
@@ -323,20 +360,37 @@ static void pen_ready(struct mnd_pen_link *l, void *userdata) {
                                               mnd_pen_link_status(l)->speed_set_hz);
                 mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_STATE |
                                          MND_PEN_CHANGED_CARTRIDGE | MND_PEN_CHANGED_BATTERY | MND_PEN_CHANGED_FAULT);
-                log_info("Pen %s: handshake done again after its reset.", pen->identity.serial);
+                log_info("Pen %s: handshake done again.", pen->identity.serial);
+                pen_audit_cartridge(pen);
                 return;
         }
 
-        pen->identity = *id;
-        if (isempty(pen->identity.serial))
-                /* The pen told us nothing: fall back on the USB serial string. */
-                strcpy_bounded(pen->identity.serial, sizeof(pen->identity.serial),
-                               isempty(pen->dev.serial) ? pen->dev.key : pen->dev.serial);
-        if (!isempty(pen->dev.serial) && !streq(pen->dev.serial, id->serial))
-                log_warning("Pen at %s: USB serial '%s' differs from the serial '%s' the pen reports; using the latter.",
-                            pen->dev.key, pen->dev.serial, pen->identity.serial);
-        pen->ready = true;
+        if (pen->ready) {
+                /* It was not answering (or had a duplicate's serial) and answers now: publish it
+                 * again, under the same object path.  Its session ended when it went silent. */
+                if (!streq(id->serial, pen->identity.serial))
+                        log_warning("Pen %s now reports serial number %s; keeping the first.",
+                                    pen->identity.serial, id->serial);
+                else
+                        pen->identity = *id;
+                if (pen->silent)
+                        log_notice("Pen %s answers again.", pen->identity.serial);
+        } else {
+                pen->identity = *id;
+                if (isempty(pen->identity.serial))
+                        /* The pen told us nothing: fall back on the USB serial string. */
+                        strcpy_bounded(pen->identity.serial, sizeof(pen->identity.serial),
+                                       isempty(pen->dev.serial) ? pen->dev.key : pen->dev.serial);
+                if (!isempty(pen->dev.serial) && !streq(pen->dev.serial, id->serial))
+                        log_warning("Pen at %s: USB serial '%s' differs from the serial '%s' the pen reports; "
+                                    "using the latter.", pen->dev.key, pen->dev.serial, pen->identity.serial);
+                pen->ready = true;
+        }
+        pen->silent = false;
+        pen->duplicate = false;
+        pen->fault_override[0] = '\0';
         if (mnd_pen_link_status(l)) {
+                /* From the pen's first STATUS: pen-link calls ready() only once it came. */
                 pen->depth_um = mnd_pen_link_status(l)->depth_set_um;
                 pen->speed_hz = mnd_pen_link_status(l)->speed_set_hz;
         }
@@ -361,6 +415,15 @@ static void pen_ready(struct mnd_pen_link *l, void *userdata) {
                  pen->identity.firmware, mnp_transport_name(pen->identity.kind), id->range.depth_min_um,
                  id->range.depth_max_um, id->range.depth_step_um, id->range.speed_min_hz, id->range.speed_max_hz,
                  pen->path);
+        if (!pen->audit_connected) {
+                struct mnd_audit_event_buf b;
+
+                mnd_audit_build_pen_connected(&b, pen->identity.serial, pen->identity.model, pen->identity.firmware,
+                                              mnp_transport_name(pen->identity.kind));
+                (void) mnd_audit_record(m, &b, false);
+                pen->audit_connected = true;
+        }
+        pen_audit_cartridge(pen);
         mnd_manager_notify_status(m);
 }
 
@@ -375,6 +438,8 @@ static void pen_changed(struct mnd_pen_link *l, unsigned changes, void *userdata
 
         mnd_bus_pen_emit_changed(pen, changes & (MND_PEN_CHANGED_STATE | MND_PEN_CHANGED_CARTRIDGE |
                                                  MND_PEN_CHANGED_BATTERY | MND_PEN_CHANGED_FAULT));
+        if ((changes & MND_PEN_CHANGED_CARTRIDGE) && pen->path)
+                pen_audit_cartridge(pen);
         if (changes & (MND_PEN_CHANGED_DEPTH | MND_PEN_CHANGED_SPEED))
                 mnd_pen_set_setpoints(pen, changes & MND_PEN_CHANGED_DEPTH ? st->depth_set_um : pen->depth_um,
                                       changes & MND_PEN_CHANGED_SPEED ? st->speed_set_hz : pen->speed_hz);
@@ -414,6 +479,13 @@ static void pen_fault(struct mnd_pen_link *l, uint8_t code, void *userdata) {
         log_warning("%s.", message);
         mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_FAULT | MND_PEN_CHANGED_STATE);
         mnd_bus_pen_emit_fault(pen, mnp_fault_name(code), message);
+        if (code == MNP_FAULT_LEASE_EXPIRED) {
+                struct mnd_audit_event_buf b;
+
+                mnd_audit_build_lease_expired(&b, pen->identity.serial, pen->session ? pen->session->id : 0);
+                (void) mnd_audit_record(pen->manager, &b, false);
+        } else
+                pen_audit_fault(pen, mnp_fault_name(code), message);
         if (pen->session)
                 mnd_manager_end_session(pen->manager, pen->session, MND_SESSION_FAILED,
                                         mnd_session_fault_reason(code, NULL, reason, sizeof(reason)));
@@ -423,6 +495,7 @@ static void pen_reset(struct mnd_pen_link *l, void *userdata) {
         struct mnd_pen *pen = userdata;
 
         log_warning("Pen %s rebooted (new boot id); whatever ran on it has stopped.", pen_name(pen));
+        pen_audit_fault(pen, "pen-reset", "the pen rebooted (new boot id); whatever ran on it has stopped");
         if (pen->session)
                 mnd_manager_end_session(pen->manager, pen->session, MND_SESSION_FAILED, "fault:pen-reset");
         mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_STATE);
@@ -454,6 +527,7 @@ static void pen_gone(struct mnd_pen *pen, int error) {
                 log_error("%s.", message);
                 mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_FAULT);
                 mnd_bus_pen_emit_fault(pen, "not-responding", message);
+                pen_audit_fault(pen, "not-responding", message);
                 if (pen->session)
                         mnd_manager_end_session(m, pen->session, MND_SESSION_FAILED, "fault:not-responding");
         } else {
@@ -464,6 +538,46 @@ static void pen_gone(struct mnd_pen *pen, int error) {
                 if (pen->session)
                         mnd_manager_end_session(m, pen->session, MND_SESSION_INTERRUPTED, "disconnected");
         }
+        if (pen->audit_connected) {
+                struct mnd_audit_event_buf b;
+
+                mnd_audit_build_pen_disconnected(&b, pen->identity.serial,
+                                                 error == 0 ? "closed by the daemon" :
+                                                 error == -ENODEV ? "unplugged" :
+                                                 error == -ETIMEDOUT ? "not responding" : strerror(ERRNO_VALUE(error)));
+                (void) mnd_audit_record(m, &b, false);
+                pen->audit_connected = false;
+        }
+
+        pen_flush_throttled(pen);
+        mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_STATE);
+        mnd_bus_pen_unpublish(pen);
+        mnd_manager_notify_status(m);
+}
+
+/* The pen stopped answering but is still connected: its link probes it once in a while and
+ * ready() publishes it again if it answers.  Until then it is not on the bus. */
+static void pen_silent(struct mnd_pen *pen) {
+        struct mnd_manager *m = pen->manager;
+        char message[256];
+
+        if (pen->silent)
+                return;
+        pen->silent = true;
+        if (!pen->path) {
+                log_warning("Pen at %s does not answer; probing it again once a second.", pen->dev.key);
+                return;
+        }
+
+        strcpy_bounded(pen->fault_override, sizeof(pen->fault_override), "not-responding");
+        snprintf(message, sizeof(message), "pen %s stopped answering; its lease stops its needles. It is "
+                 "probed once a second and comes back when it answers; check the cable", pen_name(pen));
+        log_error("%s.", message);
+        mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_FAULT);
+        mnd_bus_pen_emit_fault(pen, "not-responding", message);
+        pen_audit_fault(pen, "not-responding", message);
+        if (pen->session)
+                mnd_manager_end_session(m, pen->session, MND_SESSION_FAILED, "fault:not-responding");
 
         pen_flush_throttled(pen);
         mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_STATE);
@@ -475,6 +589,10 @@ static void pen_lost(struct mnd_pen_link *l, int error, void *userdata) {
         struct mnd_pen *pen = userdata;
         int r;
 
+        if (error == -ETIMEDOUT && mnd_pen_link_may_recover(l) && !pen->manager->shutting_down) {
+                pen_silent(pen);
+                return;
+        }
         pen_gone(pen, error);
         /* Not from inside the link's own callback: free it from the loop. */
         if (!pen->free_later) {
@@ -540,12 +658,15 @@ static void pen_open(struct mnd_pen *pen) {
                 return;
         }
         if (r != -ENODEV && pen->open_attempts < MND_OPEN_ATTEMPTS) {
-                log_debug_errno(r, "Cannot open the pen at %s yet (attempt %u): %m", pen->dev.key, pen->open_attempts);
+                uint64_t delay = MND_OPEN_RETRY_FIRST_USEC << (pen->open_attempts - 1);
+
+                log_debug_errno(r, "Cannot open the pen at %s yet (attempt %u), trying again in %" PRIu64 " ms: %m",
+                                pen->dev.key, pen->open_attempts, delay / USEC_PER_MSEC);
                 if (!pen->open_retry)
                         r = sd_event_add_time_relative(m->event, &pen->open_retry, CLOCK_MONOTONIC,
-                                                       MND_OPEN_RETRY_USEC, USEC_PER_MSEC, pen_open_retry_handler, pen);
+                                                       delay, USEC_PER_MSEC, pen_open_retry_handler, pen);
                 else {
-                        r = sd_event_source_set_time_relative(pen->open_retry, MND_OPEN_RETRY_USEC);
+                        r = sd_event_source_set_time_relative(pen->open_retry, delay);
                         if (r >= 0)
                                 r = sd_event_source_set_enabled(pen->open_retry, SD_EVENT_ONESHOT);
                 }
@@ -663,40 +784,73 @@ void mnd_manager_shutdown(struct mnd_manager *m) {
 
 /* ---- lifetime ---- */
 
-/* Sessions the state directory says were running when the daemon last stopped. */
+/* Sessions the audit log shows running: the daemon stopped (or died) while they ran, and the pen's
+ * lease has stopped each since.  Each is closed with a session-end "daemon-restart" and published
+ * as an ended session. */
 static int reconcile_orphans(struct mnd_manager *m) {
-        const struct mnd_session_orphan *o;
-        unsigned n;
+        struct mnd_audit_record *recs = NULL;
+        size_t n = 0;
         int r;
 
-        o = mnd_session_store_orphans(m->session_store, &n);
-        for (unsigned i = 0; i < n; i++) {
+        if (!m->audit)
+                return 0;
+        r = mnd_audit_running_sessions(m->audit, &recs, &n);
+        if (r < 0) {
+                log_error_errno(r, "Cannot read the sessions left running from the audit log: %m");
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct mnd_audit_event *e = &recs[i].event;
                 _cleanup_(freep) char *pen_path = NULL;
                 struct mnd_session *s = NULL;
 
-                r = sd_bus_path_encode(MND_PEN_PATH_PREFIX, o[i].serial, &pen_path);
-                if (r < 0)
-                        return r;
-                r = mnd_session_new(&(struct mnd_session_params) {
-                                .id = o[i].id,
-                                .pen_path = pen_path,
-                                .pen_serial = o[i].serial,
-                                .area = o[i].area,
-                                .cartridge = o[i].cartridge,
-                                .planned_duration_s = o[i].planned_duration_s ?: 1,
-                                .started_at = o[i].started_at,
-                        }, &s);
-                if (r < 0) {
-                        log_warning_errno(r, "Cannot restore session %" PRIu64 ": %m", o[i].id);
-                        continue;
-                }
-                s->manager = m;
                 log_notice("Session %" PRIu64 " on pen %s was running when the daemon stopped; recording it as "
-                           "ended (daemon-restart).", s->id, s->pen_serial);
-                mnd_manager_end_session(m, s, MND_SESSION_INTERRUPTED, "daemon-restart");
-                /* Oldest first, so prepending keeps newest first. */
-                LIST_PREPEND(m->sessions, s);
+                           "ended (daemon-restart).", e->session, strempty(e->pen));
+                r = 0;
+                for (struct mnd_session *o = m->sessions; o; o = o->next)
+                        if (o->id == e->session)
+                                r = -EEXIST;    /* a log with a number twice: publish it once */
+                if (r >= 0)
+                        r = sd_bus_path_encode(MND_PEN_PATH_PREFIX, isempty(e->pen) ? "unknown" : e->pen, &pen_path);
+                if (r >= 0)
+                        r = mnd_session_new(&(struct mnd_session_params) {
+                                        .id = e->session,
+                                        .pen_path = pen_path,
+                                        .pen_serial = isempty(e->pen) ? "unknown" : e->pen,
+                                        .area = isempty(e->area) ? "unknown" : e->area,
+                                        .operator_name = e->operator,
+                                        .patient_ref = e->patient_ref,
+                                        .cartridge = isempty(e->cartridge) ? "unknown" : e->cartridge,
+                                        .planned_duration_s = e->duration_s == MND_AUDIT_UNSET ? 1 : e->duration_s,
+                                        .depth_um = e->depth_um == MND_AUDIT_UNSET ? 0 : e->depth_um,
+                                        .speed_hz = e->speed_hz == MND_AUDIT_UNSET ? 0 : e->speed_hz,
+                                        .started_at = e->time_usec,
+                                }, &s);
+                if (r >= 0) {
+                        s->manager = m;
+                        /* Records the session-end. */
+                        mnd_manager_end_session(m, s, MND_SESSION_INTERRUPTED, "daemon-restart");
+                        /* Oldest first, so prepending keeps newest first. */
+                        LIST_PREPEND(m->sessions, s);
+                } else {
+                        struct mnd_audit_session_info info = {
+                                .id = e->session,
+                                .pen = e->pen,
+                                .area = e->area,
+                                .cartridge = e->cartridge,
+                                .depth_um = e->depth_um,
+                                .speed_hz = e->speed_hz,
+                                .planned_duration_s = e->duration_s,
+                        };
+                        struct mnd_audit_event_buf b;
+
+                        log_warning_errno(r, "Cannot publish session %" PRIu64 " again: %m", e->session);
+                        mnd_audit_build_session_end(&b, &info, mnd_session_state_name(MND_SESSION_INTERRUPTED),
+                                                    "daemon-restart", 0);
+                        (void) mnd_audit_record(m, &b, false);
+                }
         }
+        mnd_audit_records_free(recs, n);
         prune_sessions(m);
         return 0;
 }
@@ -713,18 +867,14 @@ int mnd_manager_new(sd_event *event, const struct mnd_config *config, bool user_
         m->user_bus = user_bus;
         m->owner_uid = geteuid();
 
-        r = mnd_cartridge_store_open(config->state_directory, &m->cartridges);
-        if (r < 0)
-                goto fail;
-        r = mnd_session_store_open(config->state_directory, &m->session_store);
+        /* Never fatal for a broken database (see audit-trail.h): Stop must keep working. */
+        r = mnd_audit_trail_open(m);
         if (r < 0)
                 goto fail;
         r = reconcile_orphans(m);
         if (r < 0)
                 goto fail;
 
-        log_debug("State directory %s: %u used cartridges.", config->state_directory,
-                  mnd_cartridge_store_count(m->cartridges));
         *ret = m;
         return 0;
 
@@ -744,6 +894,9 @@ int mnd_manager_attach_bus(struct mnd_manager *m, sd_bus *bus) {
         r = sd_bus_add_object_manager(bus, &m->object_manager_slot, MND_MANAGER_PATH);
         if (r < 0)
                 return log_error_errno(r, "Cannot serve the object manager: %m");
+        r = mnd_bus_audit_attach(m);
+        if (r < 0)
+                return r;
         for (struct mnd_session *s = m->sessions; s; s = s->next) {
                 r = mnd_bus_session_publish(m, s);
                 if (r < 0)
@@ -778,8 +931,8 @@ struct mnd_manager *mnd_manager_free(struct mnd_manager *m) {
         m->manager_slot = sd_bus_slot_unref(m->manager_slot);
         m->object_manager_slot = sd_bus_slot_unref(m->object_manager_slot);
         m->shutdown_timer = sd_event_source_disable_unref(m->shutdown_timer);
-        m->cartridges = mnd_cartridge_store_free(m->cartridges);
-        m->session_store = mnd_session_store_free(m->session_store);
+        mnd_bus_audit_done(m);
+        mnd_audit_trail_close(m, m->shutting_down ? "stopped by a signal" : "exiting after an error");
         if (m->bus)
                 (void) sd_bus_flush(m->bus);
         m->bus = sd_bus_unref(m->bus);

@@ -11,26 +11,31 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "cartridge-store.h"
+#include "audit-events.h"
 #include "config.h"
 #include "discovery.h"
 #include "pen-link.h"
-#include "session-store.h"
 #include "session.h"
 
 #define MND_BUS_NAME            "org.microneedle.Mnd1"
 #define MND_MANAGER_PATH        "/org/microneedle/Mnd1"
 #define MND_PEN_PATH_PREFIX     "/org/microneedle/Mnd1/pen"
 #define MND_SESSION_PATH_PREFIX "/org/microneedle/Mnd1/session"
+#define MND_AUDIT_PATH          "/org/microneedle/Mnd1/audit"
 #define MND_MANAGER_INTERFACE   "org.microneedle.Mnd1.Manager"
 #define MND_PEN_INTERFACE       "org.microneedle.Mnd1.Pen"
 #define MND_SESSION_INTERFACE   "org.microneedle.Mnd1.Session"
+#define MND_AUDIT_INTERFACE     "org.microneedle.Mnd1.Audit"
 
 #define MND_ENDED_SESSIONS_KEPT 64              /* ended sessions whose objects stay */
 #define MND_ACTUAL_PUBLISH_INTERVAL_USEC (100 * USEC_PER_MSEC)  /* at most 10 a second */
 #define MND_SHUTDOWN_STOP_TIMEOUT_USEC USEC_PER_SEC
-#define MND_OPEN_ATTEMPTS 5                     /* a pen that was just plugged in may not open at once */
-#define MND_OPEN_RETRY_USEC (200 * USEC_PER_MSEC)
+/* A pen that was just plugged in may not open at once (under umockdev: the first open can race
+ * with the emulation being attached; on real hardware: udev still applying permissions).
+ * Retried after 25, 50, 100, 200 and 400 ms: the same 0.8 s window as five tries 200 ms apart,
+ * but a pen that opens on the second try is there 25 ms later, not 200. */
+#define MND_OPEN_ATTEMPTS 6
+#define MND_OPEN_RETRY_FIRST_USEC (25 * USEC_PER_MSEC)
 
 /* Called once when a stop completed: 0 (acknowledged, or the pen is gone:
  * its lease stopped it) or a negative errno (-ETIMEDOUT ...). */
@@ -54,6 +59,7 @@ struct mnd_pen {
         bool ready;                             /* a handshake completed: identity is valid */
         bool gone;                              /* lost or unplugged: only freeing remains */
         bool duplicate;                         /* another connected pen has this serial */
+        bool silent;                            /* stopped answering: unpublished, its link probes it */
         struct mnd_pen_identity identity;       /* copied at each handshake */
         char *path;                             /* while published */
         sd_bus_slot *slot;
@@ -63,6 +69,8 @@ struct mnd_pen {
         uint32_t depth_um, speed_hz;
 
         char fault_override[32];                /* "not-responding"; "" = use the pen's status */
+        char audit_cartridge[MNP_MAX_STR + 1];  /* the cartridge the audit log last saw inserted */
+        bool audit_connected;                   /* pen-connected recorded, pen-disconnected not yet */
         struct mnd_session *session;            /* the running session */
         struct mnd_start_op *starting;          /* a StartSession waiting for the pen */
         bool stop_in_flight;
@@ -86,8 +94,14 @@ struct mnd_manager {
         uid_t owner_uid;                        /* the daemon's euid */
 
         struct mnd_discovery *discovery;
-        struct mnd_cartridge_store *cartridges;
-        struct mnd_session_store *session_store;
+
+        /* The audit trail (audit-trail.c, bus-audit.c). */
+        struct mnd_audit *audit;                /* NULL: unavailable, audit_error says why */
+        int audit_error;
+        uint64_t audit_session_max;             /* the highest session number handed out */
+        struct mnd_ratelimit auth_failure_ratelimit;
+        sd_bus_slot *audit_slot;
+        struct mnd_audit_verifier *verifier;
 
         struct mnd_pen *pens;
         struct mnd_session *sessions;           /* newest first */
@@ -171,5 +185,11 @@ int mnd_bus_session_publish(struct mnd_manager *m, struct mnd_session *s);
 void mnd_bus_session_unpublish(struct mnd_session *s);
 void mnd_bus_session_emit_changed(struct mnd_session *s, unsigned changes);
 
-/* bus-introspect.c: the introspection XML of the three interfaces, from the vtables. */
+/* bus-audit.c */
+extern const sd_bus_vtable mnd_audit_vtable[];
+int mnd_bus_audit_attach(struct mnd_manager *m);
+/* Unpublishes it; answers the Verify calls still waiting. */
+void mnd_bus_audit_done(struct mnd_manager *m);
+
+/* bus-introspect.c: the introspection XML of the interfaces, from the vtables. */
 int mnd_bus_introspect_print(void);

@@ -8,7 +8,17 @@
  *              passes.  Used for the first handshake and for every
  *              re-handshake after the pen said NOT_READY.
  *   UP         a session is in force: commands, heartbeats, the lease, STATUS.
- *   LOST       the pen is gone for good (lost() was called); only free() remains.
+ *   LOST       the pen is lost (lost() was called).  If it was lost as not
+ *              answering while its transport stays open, a HELLO probes it
+ *              every reprobe_ms (each probe retransmitted like any HELLO) and
+ *              a HELLO_REPLY starts a new session; otherwise only free()
+ *              remains.
+ *
+ * ready() is called once a handshake is done AND the pen's first STATUS after
+ * it has arrived (PROTOCOL.md 9: the first STATUS comes within one period of
+ * the HELLO_REPLY), so that the owner never sees a pen whose state, setpoints
+ * and cartridge are not known yet.  A pen that sends no STATUS within the
+ * peer timeout after its HELLO_REPLY is treated as not answering.
  *
  * Timing: a single CLOCK_MONOTONIC timer (accuracy 1 us), re-armed after
  * every event at the earliest of the link's own deadline
@@ -92,6 +102,10 @@ struct mnd_pen_link {
         enum phase phase;
         uint64_t handshake_deadline_us;
         bool probing;                   /* a HELLO sent because the pen went quiet */
+        bool awaiting_status;           /* handshake done, ready() waits for the first STATUS */
+        uint64_t status_deadline_us;    /* ... which must come by then */
+        bool reprobe;                   /* LOST as not answering: probe with a HELLO now and then */
+        uint64_t next_probe_us;
         bool have_identity;
         struct mnd_pen_identity identity;
         struct mnd_pen_status status;
@@ -166,6 +180,7 @@ void mnd_link_settings_default(struct mnd_link_settings *s) {
                 .retries = 3,
                 .peer_timeout_ms = 250,
                 .handshake_timeout_ms = 2000,
+                .reprobe_ms = 1000,
         };
 }
 
@@ -193,7 +208,7 @@ static bool settings_valid(const struct mnd_link_settings *s) {
                s->handshake_timeout_ms > 0 &&
                /* keeps the microsecond arithmetic far from overflow */
                s->retransmit_ms <= 3600000u && s->peer_timeout_ms <= 3600000u &&
-               s->handshake_timeout_ms <= 3600000u && s->retries <= 1000u;
+               s->handshake_timeout_ms <= 3600000u && s->retries <= 1000u && s->reprobe_ms <= 3600000u;
 }
 
 static uint64_t probe_after_us(const struct mnd_pen_link *l) {
@@ -632,6 +647,8 @@ static unsigned take_actual(struct mnd_pen_link *l, uint64_t now) {
         return bits;
 }
 
+static void arm_timer(struct mnd_pen_link *l);
+
 static void link_lost(struct mnd_pen_link *l, int error) {
         int cerr = error == -ETIMEDOUT ? -ETIMEDOUT : -ENODEV;
         unsigned changes;
@@ -641,8 +658,20 @@ static void link_lost(struct mnd_pen_link *l, int error) {
         l->phase = PHASE_LOST;
         l->lease_wanted = false;
         l->probing = false;
+        l->awaiting_status = false;
         l->actual_pending = 0;
         (void) sd_event_source_set_enabled(l->timer, SD_EVENT_OFF);
+
+        /* Not answering, but still connected: it may come back (a firmware hang that ends, a
+         * pen that was busy).  Probe it now and then; nothing of the old session survives. */
+        l->reprobe = error == -ETIMEDOUT && l->settings.reprobe_ms > 0 && l->transport &&
+                     !l->transport_gone && l->write_error >= 0;
+        if (l->reprobe) {
+                uint64_t now = now_us();
+
+                mnp_link_reset(&l->link, now);
+                l->next_probe_us = now + (uint64_t) l->settings.reprobe_ms * USEC_PER_MSEC;
+        }
 
         fail_inflight(l, cerr);
         fail_queue(l, cerr);
@@ -653,6 +682,21 @@ static void link_lost(struct mnd_pen_link *l, int error) {
         changes = set_state(l, MND_PEN_DISCONNECTED);
         if (!emit_changed(l, changes))
                 return;
+        if (l->cb.lost) {
+                l->cb.lost(l, error, l->userdata);
+                if (l->freed)
+                        return;
+        }
+        if (l->reprobe)
+                arm_timer(l);
+}
+
+/* A lost link that was probing its pen gives up: the transport is gone. */
+static void reprobe_give_up(struct mnd_pen_link *l, int error) {
+        if (l->phase != PHASE_LOST || !l->reprobe)
+                return;
+        l->reprobe = false;
+        (void) sd_event_source_set_enabled(l->timer, SD_EVENT_OFF);
         if (l->cb.lost)
                 l->cb.lost(l, error, l->userdata);
 }
@@ -665,6 +709,7 @@ static void start_rehandshake(struct mnd_pen_link *l, uint64_t now) {
         l->phase = PHASE_HANDSHAKE;
         l->handshake_deadline_us = now + (uint64_t) l->settings.handshake_timeout_ms * USEC_PER_MSEC;
         l->probing = false;
+        l->awaiting_status = false;
         l->lease_wanted = false;
         l->actual_pending = 0;
 
@@ -684,6 +729,10 @@ static void handshake_done(struct mnd_pen_link *l, uint64_t now, const struct mn
         if (r->version < MNP_PROTOCOL_VERSION_MIN || r->version > MNP_PROTOCOL_VERSION_MAX ||
             r->depth_step_um == 0 || r->depth_min_um > r->depth_max_um ||
             r->speed_min_hz > r->speed_max_hz || r->max_lease_ms == 0) {
+                if (l->phase == PHASE_LOST) {
+                        reprobe_give_up(l, -EPROTO);
+                        return;
+                }
                 link_lost(l, r->version < MNP_PROTOCOL_VERSION_MIN || r->version > MNP_PROTOCOL_VERSION_MAX ?
                           -EPROTONOSUPPORT : -EPROTO);
                 return;
@@ -694,6 +743,7 @@ static void handshake_done(struct mnd_pen_link *l, uint64_t now, const struct mn
         /* PROTOCOL.md 9, step 3.  The pen is at rest after a HELLO. */
         mnp_link_reset(&l->link, now);
         l->probing = false;
+        l->reprobe = false;
         l->lease_wanted = false;
         fail_inflight(l, -ENOTCONN);    /* nothing but the HELLO can be in flight; be safe */
 
@@ -732,14 +782,10 @@ static void handshake_done(struct mnd_pen_link *l, uint64_t now, const struct mn
 
         resend_stop_if_needed(l, now);
 
-        /* Until the first STATUS says otherwise. */
-        changes = set_state(l, MND_PEN_IDLE);
-
-        if (l->cb.ready) {
-                l->cb.ready(l, l->userdata);
-                if (l->freed)
-                        return;
-        }
+        /* State, setpoints and cartridge are the pen's first STATUS's to say: ready() waits for it. */
+        changes = set_state(l, MND_PEN_CONNECTING);
+        l->awaiting_status = true;
+        l->status_deadline_us = now + (uint64_t) l->settings.peer_timeout_ms * USEC_PER_MSEC;
         (void) emit_changed(l, changes);
 }
 
@@ -810,6 +856,16 @@ static void handle_status(struct mnd_pen_link *l, uint64_t now, const struct mnp
                         fault = (uint8_t) (__builtin_ctz(new_flags) + 1);
                 st->fault = fault;
                 changes |= MND_PEN_CHANGED_FAULT;
+        }
+
+        if (l->awaiting_status) {
+                /* The first STATUS of this session: now the pen is known. */
+                l->awaiting_status = false;
+                if (l->cb.ready) {
+                        l->cb.ready(l, l->userdata);
+                        if (l->freed || l->phase != PHASE_UP)
+                                return;
+                }
         }
 
         if (!emit_changed(l, changes))
@@ -933,8 +989,11 @@ static void handle_answer(struct mnd_pen_link *l, uint64_t now, const struct mnp
                 l->probing = false;
                 if (f->type == MNP_MSG_HELLO_REPLY)
                         handshake_done(l, now, &m->hello_reply);
+                else if (l->phase == PHASE_LOST)
+                        /* A pen that refuses our HELLO will refuse it again: stop probing it. */
+                        reprobe_give_up(l, nak && nak->reason == MNP_NAK_UNSUPPORTED_VERSION ?
+                                        -EPROTONOSUPPORT : -EPROTO);
                 else
-                        /* A pen that refuses our HELLO will refuse it again. */
                         link_lost(l, nak && nak->reason == MNP_NAK_UNSUPPORTED_VERSION ? -EPROTONOSUPPORT : -EPROTO);
                 return;
         }
@@ -1018,12 +1077,17 @@ static void handle_frame(struct mnd_pen_link *l, uint64_t now, const struct mnp_
 static void arm_timer(struct mnd_pen_link *l) {
         uint64_t d;
 
-        if (l->freed || l->phase == PHASE_LOST) {
+        if (l->freed || (l->phase == PHASE_LOST && !l->reprobe)) {
                 (void) sd_event_source_set_enabled(l->timer, SD_EVENT_OFF);
                 return;
         }
 
-        if (l->phase == PHASE_HANDSHAKE) {
+        if (l->phase == PHASE_LOST) {
+                /* The next probe, and the retransmissions of the current one. */
+                d = l->next_probe_us;
+                if (l->link.pending.active)
+                        d = min_u64(d, l->link.pending.deadline_us);
+        } else if (l->phase == PHASE_HANDSHAKE) {
                 /* No heartbeats and no peer timeout before a session: HELLO
                  * retries and the handshake deadline are all there is. */
                 d = l->handshake_deadline_us;
@@ -1039,6 +1103,8 @@ static void arm_timer(struct mnd_pen_link *l) {
                         d = min_u64(d, l->link.last_rx_us + probe_after_us(l));
                 if (l->actual_pending)
                         d = min_u64(d, l->actual_emitted_us + ACTUAL_INTERVAL_US);
+                if (l->awaiting_status)
+                        d = min_u64(d, l->status_deadline_us);
         }
 
         if (d == UINT64_MAX) {
@@ -1075,12 +1141,45 @@ static void on_poll_timeout(struct mnd_pen_link *l, uint8_t type) {
                 link_lost(l, -ETIMEDOUT);
 }
 
+/* A lost pen that may come back: retransmit the probe, send the next one when due. */
+static void reprobe_run(struct mnd_pen_link *l) {
+        uint64_t now = now_us();
+
+        if (l->write_error < 0) {
+                reprobe_give_up(l, l->write_error);
+                return;
+        }
+        for (unsigned i = 0; i < 8; i++) {
+                uint8_t wire[MNP_MAX_WIRE_FRAME];
+                uint8_t type = 0;
+                ssize_t n;
+
+                n = mnp_link_poll(&l->link, now, wire, sizeof wire, &type);
+                if (n > 0) {
+                        link_write(l, wire, (size_t) n);
+                        continue;
+                }
+                break;  /* nothing due, or the probe timed out: the next one comes at its time */
+        }
+        if (!l->link.pending.active && now >= l->next_probe_us) {
+                mnp_link_reset(&l->link, now);
+                (void) send_hello(l, now);
+                l->next_probe_us = now + (uint64_t) l->settings.reprobe_ms * USEC_PER_MSEC;
+        }
+        arm_timer(l);
+}
+
 /* Everything time-driven, then re-arms the timer.  Runs from event sources only. */
 static void link_run(struct mnd_pen_link *l) {
         uint64_t now;
 
-        if (l->freed || l->phase == PHASE_LOST)
+        if (l->freed)
                 return;
+        if (l->phase == PHASE_LOST) {
+                if (l->reprobe)
+                        reprobe_run(l);
+                return;
+        }
 
         if (l->write_error < 0) {
                 link_lost(l, l->write_error);
@@ -1118,7 +1217,9 @@ static void link_run(struct mnd_pen_link *l) {
         } else {
                 unsigned changes;
 
-                if (mnp_link_peer_lost(&l->link, now)) {
+                if (mnp_link_peer_lost(&l->link, now) ||
+                    (l->awaiting_status && now >= l->status_deadline_us)) {
+                        /* Silent, or answering the handshake but sending no STATUS: not answering. */
                         link_lost(l, -ETIMEDOUT);
                         return;
                 }
@@ -1167,7 +1268,7 @@ static void on_transport_data(struct mnd_transport *t, const uint8_t *data, size
         size_t off = 0;
 
         link_ref(l);
-        while (off < len && !l->freed && l->phase != PHASE_LOST) {
+        while (off < len && !l->freed && (l->phase != PHASE_LOST || l->reprobe)) {
                 struct mnp_frame f;
                 size_t consumed = 0;
                 int r;
@@ -1189,8 +1290,12 @@ static void on_transport_gone(struct mnd_transport *t, int error, void *userdata
 
         link_ref(l);
         l->transport_gone = true;
-        if (!l->freed)
-                link_lost(l, error < 0 ? error : -ENODEV);
+        if (!l->freed) {
+                if (l->phase == PHASE_LOST)
+                        reprobe_give_up(l, error < 0 ? error : -ENODEV);
+                else
+                        link_lost(l, error < 0 ? error : -ENODEV);
+        }
         link_unref(l);
 }
 
@@ -1294,6 +1399,10 @@ const struct mnd_pen_status *mnd_pen_link_status(const struct mnd_pen_link *l) {
         if (!l)
                 return NULL;
         return &l->status;
+}
+
+bool mnd_pen_link_may_recover(const struct mnd_pen_link *l) {
+        return l && !l->freed && l->phase == PHASE_LOST && l->reprobe;
 }
 
 const struct mnp_decoder_stats *mnd_pen_link_decoder_stats(const struct mnd_pen_link *l) {

@@ -26,6 +26,8 @@ struct mnd_link_settings {
         uint32_t retries;               /* default 3 */
         uint32_t peer_timeout_ms;       /* default 250: pen silent this long = not responding */
         uint32_t handshake_timeout_ms;  /* default 2000: pen still booting, HELLO retried until then */
+        uint32_t reprobe_ms;            /* default 1000: a pen that stopped answering is probed with a
+                                         * HELLO this often while its transport is open; 0 = never */
 };
 
 void mnd_link_settings_default(struct mnd_link_settings *s);
@@ -83,7 +85,9 @@ enum {
 struct mnd_pen_link;
 
 struct mnd_pen_link_callbacks {
-        /* Handshake done: identity is known (also after a pen reset). */
+        /* Handshake done and the pen's first STATUS after it arrived: identity and status (state,
+         * setpoints, cartridge ...) are known.  Again after every later handshake: after a pen
+         * reset, and after a pen that was lost as not answering answered a probe. */
         void (*ready)(struct mnd_pen_link *l, void *userdata);
         /* Some of the status changed (MND_PEN_CHANGED_* bits). */
         void (*changed)(struct mnd_pen_link *l, unsigned changes, void *userdata);
@@ -91,8 +95,11 @@ struct mnd_pen_link_callbacks {
         void (*fault)(struct mnd_pen_link *l, uint8_t code, void *userdata);
         /* The pen rebooted (new boot id): whatever ran is gone; a new handshake follows. */
         void (*reset)(struct mnd_pen_link *l, void *userdata);
-        /* The pen is gone for good: -ENODEV unplugged, -ETIMEDOUT not answering,
-         * -EIO transport error.  State is DISCONNECTED; only free() remains. */
+        /* The pen is lost: -ENODEV unplugged, -ETIMEDOUT not answering, -EIO transport error.
+         * State is DISCONNECTED; commands fail with -ENOTCONN.  After -ETIMEDOUT with
+         * mnd_pen_link_may_recover() true, the link keeps probing the pen (settings.reprobe_ms)
+         * and calls ready() if it answers, or lost() once more (-ENODEV, -EIO) if the
+         * transport goes away; otherwise only free() remains. */
         void (*lost)(struct mnd_pen_link *l, int error, void *userdata);
 };
 
@@ -115,6 +122,8 @@ struct mnd_pen_link *mnd_pen_link_free(struct mnd_pen_link *l);
 /* NULL until the first handshake completes. */
 const struct mnd_pen_identity *mnd_pen_link_identity(const struct mnd_pen_link *l);
 const struct mnd_pen_status *mnd_pen_link_status(const struct mnd_pen_link *l);
+/* Whether a lost link keeps probing its pen (it was lost as not answering, the transport is open). */
+bool mnd_pen_link_may_recover(const struct mnd_pen_link *l);
 /* Diagnostics: frames from the pen that were discarded (bad CRC, COBS, size, version). */
 const struct mnp_decoder_stats *mnd_pen_link_decoder_stats(const struct mnd_pen_link *l);
 

@@ -181,9 +181,29 @@ void serial_pen_free(struct serial_pen *s) {
 int serial_pen_attach(struct serial_pen *s, char **error) {
         struct mn_pen *p = s->pen;
         g_autoptr(GError) err = NULL;
+
+        g_mutex_lock(&p->sim->lock);
+        s->modem = 0;
+        g_mutex_unlock(&p->sim->lock);
+
+        /* Before the tty exists: a client that opens it on the "add" event
+         * must find the ioctl socket. */
+        s->handler = umockdev_ioctl_base_new();
+        g_signal_connect(s->handler, "handle-ioctl", G_CALLBACK(on_tty_ioctl), s);
+        g_ptr_array_add(s->handlers, s->handler);
+        if (!umockdev_testbed_attach_ioctl(p->sim->testbed, p->devnode, s->handler, &err)) {
+                *error = g_strdup_printf("cannot attach the tty emulation to %s: %s", p->devnode, err->message);
+                s->handler = NULL;
+                return -EIO;
+        }
+        return 0;
+}
+
+int serial_pen_connect(struct serial_pen *s, char **error) {
+        struct mn_pen *p = s->pen;
         struct stat st;
         const char *pts;
-        int fd, flags;
+        int fd, flags, slave;
 
         fd = umockdev_testbed_get_dev_fd(p->sim->testbed, p->devnode);
         if (fd < 0) {
@@ -200,8 +220,8 @@ int serial_pen_attach(struct serial_pen *s, char **error) {
                 *error = g_strdup_printf("cannot configure the pty of %s: %s", p->devnode, g_strerror(errno));
                 return -errno;
         }
-        s->slave = open(pts, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-        if (s->slave < 0) {
+        slave = open(pts, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+        if (slave < 0) {
                 *error = g_strdup_printf("cannot open %s: %s", pts, g_strerror(errno));
                 return -errno;
         }
@@ -210,19 +230,10 @@ int serial_pen_attach(struct serial_pen *s, char **error) {
         s->pts = g_strdup(pts);
         s->master_dev = st.st_dev;
         s->master_ino = st.st_ino;
-
-        s->handler = umockdev_ioctl_base_new();
-        g_signal_connect(s->handler, "handle-ioctl", G_CALLBACK(on_tty_ioctl), s);
-        g_ptr_array_add(s->handlers, s->handler);
-        if (!umockdev_testbed_attach_ioctl(p->sim->testbed, p->devnode, s->handler, &err)) {
-                *error = g_strdup_printf("cannot attach the tty emulation to %s: %s", p->devnode, err->message);
-                serial_pen_detach(s);
-                return -EIO;
-        }
-
         g_mutex_lock(&p->sim->lock);
-        s->modem = 0;
+        s->slave = slave;               /* the ioctl handler may already be flushing it */
         g_mutex_unlock(&p->sim->lock);
+
         s->in_watch = g_unix_fd_add(s->master, G_IO_IN | G_IO_HUP | G_IO_ERR, on_master_in, s);
         return 0;
 }
@@ -237,9 +248,11 @@ void serial_pen_detach(struct serial_pen *s) {
                 umockdev_testbed_detach_ioctl(s->pen->sim->testbed, s->pen->devnode, NULL);
                 s->handler = NULL;
         }
+        g_mutex_lock(&s->pen->sim->lock);
         if (s->slave >= 0)
                 close(s->slave);
         s->slave = -1;
+        g_mutex_unlock(&s->pen->sim->lock);
 }
 
 void serial_pen_hangup(struct serial_pen *s) {

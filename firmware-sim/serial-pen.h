@@ -13,9 +13,13 @@
 struct serial_pen *serial_pen_new(struct mn_pen *p);
 void serial_pen_free(struct serial_pen *s);
 
-/* After the tty was added to the testbed: take its pty, attach the handler. */
+/* Before the tty is added to the testbed: attach the ioctl handler to
+ * p->devnode (a client may open the tty as soon as its "add" event is out). */
 int serial_pen_attach(struct serial_pen *s, char **error);
-/* Before the tty is removed from the testbed: stop using its pty. */
+/* After the tty was added: take its pty and start serving it. */
+int serial_pen_connect(struct serial_pen *s, char **error);
+/* After the tty was removed from the testbed: stop using its pty, remove the
+ * ioctl socket (clients that have the tty open keep their handler). */
 void serial_pen_detach(struct serial_pen *s);
 /* After it was removed: make sure the pty master is gone, so that clients
  * holding the tty open see a hang-up (POLLHUP, read() returning 0). */

@@ -124,6 +124,16 @@ static char *udev_safe(const char *s) {
         return r;
 }
 
+void mn_pen_set_paths(struct mn_pen *p) {
+        g_free(p->syspath);
+        p->syspath = g_strdup_printf("/sys" USB_PCI_ROOT "/usb%u/%u-%u", p->busnum, p->busnum, p->port);
+        g_free(p->devnode);
+        if (p->kind == MN_PEN_USB)
+                p->devnode = g_strdup_printf("/dev/bus/usb/%03u/%03u", p->busnum, p->devnum);
+        else
+                p->devnode = g_strdup_printf("/dev/ttyACM%u", p->acm);
+}
+
 char *mn_pen_description(struct mn_pen *p) {
         g_autoptr(GString) s = g_string_new(NULL);
         g_autofree char *vendor = udev_safe(MNP_USB_MANUFACTURER);
@@ -135,13 +145,7 @@ char *mn_pen_description(struct mn_pen *p) {
         bool usb = p->kind == MN_PEN_USB;
         unsigned minor = (p->busnum - 1) * 128 + (p->devnum - 1);
 
-        g_free(p->syspath);
-        p->syspath = g_strconcat("/sys", devpath, NULL);
-        g_free(p->devnode);
-        if (usb)
-                p->devnode = g_strdup_printf("/dev/bus/usb/%03u/%03u", p->busnum, p->devnum);
-        else
-                p->devnode = g_strdup_printf("/dev/ttyACM%u", p->acm);
+        mn_pen_set_paths(p);
 
         /* The USB device. */
         g_string_append_printf(s, "P: %s\n", devpath);

@@ -29,6 +29,10 @@ const char *mn_pen_product(const struct mn_pen *p);
 uint16_t mn_pen_pid(const struct mn_pen *p);
 const char *mn_pen_kind_name(enum mn_pen_kind kind);
 
+/* Sets p->syspath (the USB device) and p->devnode (/dev/bus/usb/BBB/DDD, or
+ * /dev/ttyACMn for p->acm) for the next plug. */
+void mn_pen_set_paths(struct mn_pen *p);
+
 /* The umockdev description of the pen's devices (USB device, interfaces and,
  * for a serial pen, the tty), parents first.  Also sets p->syspath and
  * p->devnode.  Free with g_free(). */
@@ -38,7 +42,9 @@ char *mn_pen_description(struct mn_pen *p);
  * console in it (libserialport fails outright without the directory). */
 int mn_testbed_add_base(struct mn_sim *sim, char **error);
 
-/* Adds the pen's devices to the testbed ("add" uevents included). */
+/* Adds the pen's devices to the testbed ("add" uevents included, sent by
+ * umockdev as each device is added): attach the ioctl emulation of
+ * p->devnode before, or a client that reacts to the event at once finds none. */
 int mn_testbed_add_pen(struct mn_sim *sim, struct mn_pen *p, char **error);
 /* Sends "remove" uevents (children first) and removes the devices. */
 void mn_testbed_remove_pen(struct mn_sim *sim, struct mn_pen *p);

@@ -16,6 +16,19 @@
  * completed from the main loop when data arrives.  A URB's fields are only
  * changed while its client is inside REAPURB(NDELAY) or DISCARDURB, so
  * nothing races with umockdev's write-back of the SUBMITURB.
+ *
+ * Clients that go away: the kernel releases a process's claims and URBs when
+ * its file descriptor closes, whatever killed it.  umockdev 0.17 reports a
+ * connection it saw close ("notify::connected") only if it was waiting for
+ * the client's next request at the time.  A client killed inside an ioctl
+ * (a libusb program nearly always is: it polls and reaps all the time) is
+ * noticed only when the reply cannot be written, and then umockdev drops the
+ * connection without a word.  So each client is held with a toggle
+ * reference: umockdev keeps a reference of its own for as long as it serves
+ * a connection (a read waiting for the next request, a reply on its way), so
+ * ours being the last one means the client is gone (see client_abandoned()).
+ * A claim that conflicts with a live-looking holder waits briefly before
+ * EBUSY, in case umockdev has not yet seen that holder's connection go.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -29,6 +42,9 @@
 #include "usb-pen.h"
 
 #define URB_MAX_LENGTH (1024 * 1024)
+/* How long a conflicting claim waits for the holder to turn out gone. */
+#define CLAIM_GRACE_US (250 * 1000)
+#define CLAIM_RECHECK_MS 2
 
 struct usb_urb {
         UMockdevIoctlData *data;        /* the usbdevfs_urb as resolved at SUBMITURB */
@@ -42,11 +58,13 @@ struct usb_attach;
 
 struct usb_client {
         struct usb_attach *att;
-        UMockdevIoctlClient *client;
+        UMockdevIoctlClient *client;    /* a toggle reference (on_client_toggle) */
         gulong notify_id;
         GQueue pending;                 /* IN URBs waiting for the pen */
         GQueue done;                    /* completed, not reaped yet */
         bool claimed;
+        bool claim_waiting;             /* its CLAIMINTERFACE waits (see do_claim) */
+        uint64_t claim_deadline;        /* ... until then, then EBUSY */
         UMockdevIoctlData *parked;      /* a blocking REAPURB waits: its pointer argument */
 };
 
@@ -55,7 +73,9 @@ struct usb_attach {
         UMockdevIoctlBase *handler;
         char *devnode;
         bool gone;                      /* unplugged: this device is dead for good */
+        bool detached;                  /* the ioctl socket is gone too */
         GHashTable *clients;            /* UMockdevIoctlClient* -> struct usb_client* */
+        GSource *claim_timer;           /* main context: re-checks waiting claims */
 };
 
 struct usb_pen {
@@ -71,6 +91,12 @@ static void urb_free(struct usb_urb *urb) {
         g_free(urb);
 }
 
+static void on_client_toggle(gpointer userdata, GObject *obj, gboolean is_last_ref);
+
+/* Frees the client's URBs and drops our reference: with the claim gone (the
+ * client is out of its attachment's table), this is what the kernel does
+ * when the file descriptor closes.  Not under sim->lock: the reference may be
+ * the last one. */
 static void client_free(struct usb_client *c) {
         struct usb_urb *urb;
 
@@ -81,17 +107,95 @@ static void client_free(struct usb_client *c) {
         g_clear_object(&c->parked);
         if (c->notify_id)
                 g_signal_handler_disconnect(c->client, c->notify_id);
-        g_object_unref(c->client);
+        g_object_remove_toggle_ref(G_OBJECT(c->client), on_client_toggle, c->att);
         g_free(c);
 }
 
 static void attach_free(struct usb_attach *a) {
         if (!a)
                 return;
+        if (a->claim_timer) {
+                g_source_destroy(a->claim_timer);
+                g_source_unref(a->claim_timer);
+        }
         g_hash_table_destroy(a->clients);
         g_clear_object(&a->handler);
         g_free(a->devnode);
         g_free(a);
+}
+
+/* ---- clients that went away ---- */
+
+/* With sim->lock held.  umockdev holds a reference to a client while it
+ * waits for its next request and while a reply is on its way; it drops them
+ * when the connection closed or a reply could not be written (the process
+ * died inside an ioctl).  A client whose ioctl we hold back (a parked
+ * REAPURB, a waiting claim) is referenced by us alone but still there. */
+static bool client_abandoned(struct usb_client *c) {
+        if (c->parked || c->claim_waiting)
+                return false;
+        return g_atomic_int_get((gint *) &G_OBJECT(c->client)->ref_count) == 1;
+}
+
+/* With sim->lock held: takes every abandoned client out of the table (its
+ * claim is released from here on) and adds it to gone, for client_free()
+ * after the lock is dropped. */
+static void sweep_locked(struct usb_attach *a, GPtrArray *gone) {
+        GHashTableIter it;
+        struct usb_client *c;
+
+        g_hash_table_iter_init(&it, a->clients);
+        while (g_hash_table_iter_next(&it, NULL, (gpointer *) &c))
+                if (client_abandoned(c)) {
+                        g_hash_table_iter_steal(&it);
+                        g_ptr_array_add(gone, c);
+                }
+}
+
+static void free_clients(GPtrArray *gone) {
+        if (!gone)
+                return;
+        for (guint i = 0; i < gone->len; i++)
+                client_free(gone->pdata[i]);
+        g_ptr_array_unref(gone);
+}
+
+/* Main thread, or a thread that just took sim->lock: the attachment lives as
+ * long as the program, and is only looked at when not closing. */
+static gboolean on_sweep(gpointer userdata) {
+        struct usb_attach *a = userdata;
+        struct mn_sim *sim = mn_sim_get();
+        GPtrArray *gone = g_ptr_array_new();
+
+        g_mutex_lock(&sim->lock);
+        if (!sim->closing)
+                sweep_locked(a, gone);
+        g_mutex_unlock(&sim->lock);
+        free_clients(gone);
+        return G_SOURCE_REMOVE;
+}
+
+/* Ours became the last reference to a client (any thread; in umockdev's
+ * worker when it gives up on a connection). */
+static void on_client_toggle(gpointer userdata, GObject *obj, gboolean is_last_ref) {
+        struct mn_sim *sim = mn_sim_get();
+        GSource *idle;
+
+        if (!is_last_ref)
+                return;
+        /* umockdev drops its references outside our lock.  Should the lock be
+         * busy all the same (or held by this very thread), sweep from the main
+         * loop rather than wait for it. */
+        if (g_mutex_trylock(&sim->lock)) {
+                g_mutex_unlock(&sim->lock);
+                on_sweep(userdata);
+                return;
+        }
+        idle = g_idle_source_new();
+        g_source_set_callback(idle, on_sweep, userdata, NULL);
+        g_source_set_name(idle, "mnsim client sweep");
+        g_source_attach(idle, sim->ctx);
+        g_source_unref(idle);
 }
 
 /* ---- control requests on endpoint 0 ---- */
@@ -364,25 +468,104 @@ static int do_discard(struct usb_client *c, UMockdevIoctlData *arg) {
         return -EINVAL;                 /* not in flight (any more): libusb then reaps it */
 }
 
-static int do_claim(struct usb_client *c, unsigned iface) {
+static bool claimed_by_other(struct usb_client *c) {
         GHashTableIter it;
         struct usb_client *o;
 
-        if (iface != MNP_USB_INTERFACE)
-                return -ENOENT;
         g_hash_table_iter_init(&it, c->att->clients);
         while (g_hash_table_iter_next(&it, NULL, (gpointer *) &o))
                 if (o != c && o->claimed)
-                        return -EBUSY;
+                        return true;
+        return false;
+}
+
+static void grant_claim(struct usb_client *c) {
         if (!c->claimed) {
                 /* A new session: nothing stale from an earlier one. */
                 g_byte_array_set_size(c->att->u->pen->fifo, 0);
                 c->claimed = true;
         }
+}
+
+/* Main thread: completes the claims waiting in do_claim() once the holder
+ * is gone, with EBUSY at their deadline, or ENODEV after an unplug. */
+static gboolean on_claim_timer(gpointer userdata) {
+        struct usb_attach *a = userdata;
+        struct mn_sim *sim = mn_sim_get();
+        GPtrArray *gone = g_ptr_array_new();
+        uint64_t now = mn_now_us();
+        bool waiting = false;
+        GHashTableIter it;
+        struct usb_client *c;
+
+        g_mutex_lock(&sim->lock);
+        if (!sim->closing)
+                sweep_locked(a, gone);
+        g_hash_table_iter_init(&it, a->clients);
+        while (g_hash_table_iter_next(&it, NULL, (gpointer *) &c)) {
+                int r;
+
+                if (!c->claim_waiting)
+                        continue;
+                if (a->gone || sim->closing)
+                        r = -ENODEV;
+                else if (!claimed_by_other(c)) {
+                        grant_claim(c);
+                        r = 0;
+                } else if (now >= c->claim_deadline)
+                        r = -EBUSY;
+                else {
+                        waiting = true;
+                        continue;
+                }
+                c->claim_waiting = false;
+                umockdev_ioctl_client_complete(c->client, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+        }
+        if (!waiting)
+                g_clear_pointer(&a->claim_timer, g_source_unref);
+        g_mutex_unlock(&sim->lock);
+        free_clients(gone);
+        return waiting ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+/* *gone: clients found abandoned, for free_clients() once sim->lock is dropped. */
+static int do_claim(struct usb_client *c, unsigned iface, bool *ret_deferred, GPtrArray **gone, uint64_t now) {
+        struct usb_attach *a = c->att;
+
+        if (iface != MNP_USB_INTERFACE)
+                return -ENOENT;
+        if (c->claimed || !claimed_by_other(c)) {
+                grant_claim(c);
+                return 0;
+        }
+
+        /* Another client has it.  If that one is gone already, its claim
+         * goes now. */
+        if (!*gone)
+                *gone = g_ptr_array_new();
+        sweep_locked(a, *gone);
+        if (!claimed_by_other(c)) {
+                grant_claim(c);
+                return 0;
+        }
+
+        /* It may have died and umockdev not noticed yet (a close is seen
+         * one main loop iteration or so later): wait a little, as EBUSY would
+         * be for good for this open. */
+        c->claim_waiting = true;
+        c->claim_deadline = now + CLAIM_GRACE_US;
+        if (!a->claim_timer) {
+                a->claim_timer = g_timeout_source_new(CLAIM_RECHECK_MS);
+                g_source_set_callback(a->claim_timer, on_claim_timer, a, NULL);
+                g_source_set_name(a->claim_timer, "mnsim claim wait");
+                g_source_attach(a->claim_timer, a->u->pen->sim->ctx);
+        }
+        *ret_deferred = true;
         return 0;
 }
 
-static int do_ioctl(struct usb_client *c, UMockdevIoctlData *arg, gulong req, bool *ret_deferred, uint64_t now) {
+static int do_ioctl(struct usb_client *c, UMockdevIoctlData *arg, gulong req, bool *ret_deferred, GPtrArray **gone,
+                    uint64_t now) {
         struct usb_attach *a = c->att;
         struct mn_pen *p = a->u->pen;
         g_autoptr(UMockdevIoctlData) d = NULL;
@@ -413,7 +596,7 @@ static int do_ioctl(struct usb_client *c, UMockdevIoctlData *arg, gulong req, bo
                 if (!iface)
                         return -EFAULT;
                 if (req == USBDEVFS_CLAIMINTERFACE)
-                        return do_claim(c, *iface);
+                        return do_claim(c, *iface, ret_deferred, gone, now);
                 if (*iface != MNP_USB_INTERFACE || !c->claimed)
                         return -EINVAL;
                 c->claimed = false;
@@ -423,7 +606,7 @@ static int do_ioctl(struct usb_client *c, UMockdevIoctlData *arg, gulong req, bo
                 struct usbdevfs_disconnect_claim *dc = RESOLVE_ARG(arg, struct usbdevfs_disconnect_claim, d);
                 if (!dc)
                         return -EFAULT;
-                return do_claim(c, dc->interface);
+                return do_claim(c, dc->interface, ret_deferred, gone, now);
         }
         case USBDEVFS_SETINTERFACE: {
                 struct usbdevfs_setinterface *si = RESOLVE_ARG(arg, struct usbdevfs_setinterface, d);
@@ -537,17 +720,25 @@ static int do_ioctl(struct usb_client *c, UMockdevIoctlData *arg, gulong req, bo
         }
 }
 
+/* umockdev saw the connection close (the client closed the node, or died
+ * while umockdev waited for its next request). */
 static void on_client_notify(GObject *obj, GParamSpec *pspec, gpointer userdata) {
         struct usb_attach *a = userdata;
         UMockdevIoctlClient *client = UMOCKDEV_IOCTL_CLIENT(obj);
         struct mn_sim *sim = mn_sim_get();
+        struct usb_client *c = NULL;
 
         if (umockdev_ioctl_client_get_connected(client))
                 return;
         g_mutex_lock(&sim->lock);
-        if (!sim->closing)
-                g_hash_table_remove(a->clients, client);        /* frees its URBs */
+        if (!sim->closing) {
+                c = g_hash_table_lookup(a->clients, client);
+                if (c)
+                        g_hash_table_steal(a->clients, client);         /* its claim goes */
+        }
         g_mutex_unlock(&sim->lock);
+        if (c)
+                client_free(c);                                         /* and its URBs */
 }
 
 static gboolean on_handle_ioctl(UMockdevIoctlBase *handler, UMockdevIoctlClient *client, gpointer userdata) {
@@ -555,6 +746,7 @@ static gboolean on_handle_ioctl(UMockdevIoctlBase *handler, UMockdevIoctlClient 
         struct mn_sim *sim = mn_sim_get();
         UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(client);
         gulong req = umockdev_ioctl_client_get_request(client);
+        GPtrArray *gone = NULL;
         struct usb_client *c;
         bool deferred = false;
         int r;
@@ -569,14 +761,16 @@ static gboolean on_handle_ioctl(UMockdevIoctlBase *handler, UMockdevIoctlClient 
         if (!c) {
                 c = g_new0(struct usb_client, 1);
                 c->att = a;
-                c->client = g_object_ref(client);
+                c->client = client;
+                g_object_add_toggle_ref(G_OBJECT(client), on_client_toggle, a);
                 g_queue_init(&c->pending);
                 g_queue_init(&c->done);
                 c->notify_id = g_signal_connect(client, "notify::connected", G_CALLBACK(on_client_notify), a);
                 g_hash_table_insert(a->clients, client, c);
         }
-        r = do_ioctl(c, arg, req, &deferred, mn_now_us());
+        r = do_ioctl(c, arg, req, &deferred, &gone, mn_now_us());
         g_mutex_unlock(&sim->lock);
+        free_clients(gone);
 
         if (!deferred)
                 umockdev_ioctl_client_complete(client, r < 0 ? -1 : r, r < 0 ? -r : 0);
@@ -609,9 +803,10 @@ int usb_pen_attach(struct usb_pen *u, char **error) {
         g_signal_connect(a->handler, "handle-ioctl", G_CALLBACK(on_handle_ioctl), a);
         g_ptr_array_add(u->attaches, a);
 
+        /* The node does not exist yet: nobody can connect before u->cur is set. */
         if (!umockdev_testbed_attach_ioctl(u->pen->sim->testbed, a->devnode, a->handler, &err)) {
                 *error = g_strdup_printf("cannot attach the usbfs emulation to %s: %s", a->devnode, err->message);
-                a->gone = true;
+                a->gone = a->detached = true;
                 return -EIO;
         }
         g_mutex_lock(&u->pen->sim->lock);
@@ -620,7 +815,7 @@ int usb_pen_attach(struct usb_pen *u, char **error) {
         return 0;
 }
 
-void usb_pen_detach(struct usb_pen *u) {
+void usb_pen_disconnect(struct usb_pen *u) {
         struct mn_sim *sim = u->pen->sim;
         struct usb_attach *a = u->cur;
         GHashTableIter it;
@@ -633,11 +828,31 @@ void usb_pen_detach(struct usb_pen *u) {
         u->cur = NULL;
         g_byte_array_set_size(u->pen->fifo, 0);
         g_hash_table_iter_init(&it, a->clients);
-        while (g_hash_table_iter_next(&it, NULL, (gpointer *) &c))
+        while (g_hash_table_iter_next(&it, NULL, (gpointer *) &c)) {
                 try_unpark(c, 0);
+                if (c->claim_waiting) {
+                        c->claim_waiting = false;
+                        umockdev_ioctl_client_complete(c->client, -1, ENODEV);
+                }
+        }
+        if (a->claim_timer) {
+                g_source_destroy(a->claim_timer);
+                g_clear_pointer(&a->claim_timer, g_source_unref);
+        }
         g_mutex_unlock(&sim->lock);
+}
 
+void usb_pen_detach(struct usb_pen *u) {
+        struct usb_attach *a;
+
+        usb_pen_disconnect(u);
+        if (u->attaches->len == 0)
+                return;
+        a = u->attaches->pdata[u->attaches->len - 1];
+        if (a->detached)
+                return;
+        a->detached = true;
         /* Clients that have the node open keep talking to a->handler (their
-         * connection holds it) and get ENODEV; new opens find no socket. */
-        umockdev_testbed_detach_ioctl(sim->testbed, a->devnode, NULL);
+         * connection holds it) and get ENODEV. */
+        umockdev_testbed_detach_ioctl(u->pen->sim->testbed, a->devnode, NULL);
 }

@@ -73,6 +73,7 @@ Things to try:
                                                a session, with a live view (Ctrl-C stops the pen)
   mnctl watch MNU / mnctl monitor              follow a session / every event
   mnctl stop --all                             stop every pen (never refused)
+  mnctl audit list --session 1                 the audit log of session 1 (also: audit verify, audit export)
   mnsim ctl help                               the simulator: unplug, reboot, stall, faults...
   mnctl help, mnctl COMMAND --help             what each command takes
 EOF
@@ -101,7 +102,13 @@ else
         status=$?
         [ "$status" -eq 4 ] || { echo "run: expected exit status 4 (refused by limits), got $status" >&2; exit 1; }
 fi
-step mnctl start MNU --area forehead --duration 3s --depth 0.5mm --operator demo --wait
+step mnctl start MNU --area forehead --duration 3s --depth 0.5mm --operator demo --wait | tee "$work/start.txt"
+session=$(sed -n 's/.*session \([0-9]*\) completed.*/\1/p' "$work/start.txt")
+[ -n "$session" ] || { echo "run: the session's number is not in the output of start" >&2; exit 1; }
 step mnctl status MNU
 step mnctl list
+# The session on the audit log, and the log's hash chain checked.
+step mnctl audit list --session "$session" | tee "$work/audit.txt"
+grep -q "session-start" "$work/audit.txt" || { echo "run: session $session is not on the audit log" >&2; exit 1; }
+step mnctl audit verify
 printf '\nThe tour is over; every process is stopped.\n'

@@ -227,11 +227,13 @@ static void test_handshake(void **state) {
         assert_int_equal(mnd_pen_link_set_depth(fx.link, 500, on_done, &r), -ENOTCONN);
         assert_int_equal(mnd_pen_link_start(fx.link, 500, 100, on_done, &r), -ENOTCONN);
 
-        /* The pen boots for 100 ms and ignores our HELLOs meanwhile. */
+        /* The pen boots for 100 ms and ignores our HELLOs meanwhile; ready() waits for the
+         * pen's first STATUS, which comes within one 100 ms period of the HELLO_REPLY. */
         assert_true(pen_loop_run_until(fx.event, fx_ready, &fx, 1000 * MS));
         assert_int_equal(fx.ready, 1);
         assert_true(pen_loop_now() - t0 >= 100 * MS);
-        assert_true(pen_loop_now() - t0 < 100 * MS + 100 * MS);
+        assert_true(pen_loop_now() - t0 < 100 * MS + 100 * MS + 100 * MS);
+        assert_int_equal(mnd_pen_link_status(fx.link)->speed_set_hz, 50);
         print_message("handshake done %.1f ms after power-on (boot 100 ms)\n",
                       (double) (pen_loop_now() - t0) / 1000.0);
 
@@ -575,6 +577,10 @@ static void test_free_mid_session(void **state) {
         fx_teardown(&fx);
 }
 
+static bool fx_ready_twice(void *userdata) {
+        return ((struct fx *) userdata)->ready >= 2;
+}
+
 static void test_pen_stalled(void **state) {
         struct fx fx;
         struct sim_pen_snapshot s;
@@ -612,11 +618,23 @@ static void test_pen_stalled(void **state) {
         snap(&fx, &s);
         assert_false(s.needles_moving);
 
-        fx_teardown(&fx);
-}
+        /* Still connected: probed once a second; when it answers, a new session and ready() again. */
+        assert_true(mnd_pen_link_may_recover(fx.link));
+        sim_pen_set_stalled(fx.pl.pen, false);
+        pen_loop_poke(&fx.pl);
+        t_stall = pen_loop_now();
+        assert_true(pen_loop_run_until(fx.event, fx_ready_twice, &fx, 2000 * MS));
+        print_message("the pen answered a probe and is ready again %.1f ms after its stall ended\n",
+                      (double) (pen_loop_now() - t_stall) / 1000.0);
+        assert_true(pen_loop_now() - t_stall <= 1000 * MS + 250 * MS);
+        assert_int_equal(fx.losts, 1);
+        assert_false(mnd_pen_link_may_recover(fx.link));
+        /* It ran when it lost us: it is in fault now, and says so. */
+        assert_int_equal(mnd_pen_link_status(fx.link)->state, MND_PEN_FAULT);
+        snap(&fx, &s);
+        assert_true(s.host_connected);
 
-static bool fx_ready_twice(void *userdata) {
-        return ((struct fx *) userdata)->ready >= 2;
+        fx_teardown(&fx);
 }
 
 static void test_pen_reboot_silent(void **state) {
@@ -1044,7 +1062,23 @@ static void test_wire_level(void **state) {
                 },
         });
         pen_loop_run_for(wp.event, 2 * MS);
+        /* Not ready before the pen's first STATUS: state and setpoints are not known yet. */
+        assert_int_equal(fx.ready, 0);
+        assert_non_null(mnd_pen_link_identity(fx.link));
+        assert_int_equal(mnd_pen_link_status(fx.link)->state, MND_PEN_CONNECTING);
+        wp_send(&wp, &(struct mnp_msg) {
+                .type = MNP_MSG_STATUS,
+                .status = {
+                        .state = MNP_STATE_IDLE, .depth_set_um = 300, .depth_actual_um = 300,
+                        .speed_set_hz = 70, .battery_percent = 90, .temperature_dc = 250,
+                        .cartridge_id = "C-1",
+                },
+        });
+        pen_loop_run_for(wp.event, 2 * MS);
         assert_int_equal(fx.ready, 1);
+        assert_int_equal(mnd_pen_link_status(fx.link)->state, MND_PEN_IDLE);
+        assert_int_equal(mnd_pen_link_status(fx.link)->speed_set_hz, 70);
+        assert_string_equal(mnd_pen_link_status(fx.link)->cartridge, "C-1");
         assert_int_equal(mnd_pen_link_identity(fx.link)->boot_id, 0xb007);
         assert_string_equal(mnd_pen_link_identity(fx.link)->serial, "SN-HAND");
 
@@ -1188,6 +1222,7 @@ static void test_settings_and_api(void **state) {
         assert_int_equal(s.retries, 3);
         assert_int_equal(s.peer_timeout_ms, 250);
         assert_int_equal(s.handshake_timeout_ms, 2000);
+        assert_int_equal(s.reprobe_ms, 1000);
         assert_string_equal(mnd_pen_state_name(MND_PEN_IDLE), "idle");
         assert_string_equal(mnd_pen_state_name(MND_PEN_RUNNING), "running");
         assert_string_equal(mnd_pen_state_name(MND_PEN_FAULT), "fault");

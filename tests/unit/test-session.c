@@ -12,7 +12,6 @@
 #include <cmocka.h>
 
 #include "log.h"
-#include "session-store.h"
 #include "session.h"
 
 static struct mnd_session *new_session(uint32_t planned_s) {
@@ -162,124 +161,8 @@ static void test_check_text(void **state) {
         assert_int_equal(mnd_session_check_text(NULL, 4), -EINVAL);
 }
 
-/* ---- the session record ---- */
-
-static char dir[] = "/tmp/test-session-XXXXXX";
-static char file[sizeof(dir) + 32];
-
-static int setup(void **state) {
-        if (!mkdtemp(dir))
-                return -1;
-        snprintf(file, sizeof(file), "%s/sessions", dir);
-        log_set_max_level(LOG_ERR);
-        return 0;
-}
-
-static int teardown(void **state) {
-        unlink(file);
-        rmdir(dir);
-        return 0;
-}
-
-static int reset(void **state) {
-        unlink(file);
-        return 0;
-}
-
-static void append_raw(const char *text) {
-        FILE *f = fopen(file, "ae");
-
-        assert_non_null(f);
-        fputs(text, f);
-        assert_int_equal(fclose(f), 0);
-}
-
-static void test_store_numbers(void **state) {
-        struct mnd_session_store *s = NULL;
-        unsigned n;
-
-        assert_int_equal(mnd_session_store_open(dir, &s), 0);
-        assert_int_equal(mnd_session_store_next_id(s, 0), 1);
-        /* Reserved in memory: two starts in flight never share a number. */
-        assert_int_equal(mnd_session_store_next_id(s, 0), 2);
-        /* Above a floor (the cartridge record's highest number). */
-        assert_int_equal(mnd_session_store_next_id(s, 10), 11);
-        assert_int_equal(mnd_session_store_begin(s, 11, 100, 60, "MNU-0001", "forehead", "C1"), 0);
-        assert_int_equal(mnd_session_store_end(s, 11, 200, 60000, "completed", "completed"), 0);
-        mnd_session_store_orphans(s, &n);
-        assert_int_equal(n, 0);
-        s = mnd_session_store_free(s);
-
-        /* After a restart, numbers go on above the highest one recorded. */
-        assert_int_equal(mnd_session_store_open(dir, &s), 0);
-        mnd_session_store_orphans(s, &n);
-        assert_int_equal(n, 0);
-        assert_int_equal(mnd_session_store_next_id(s, 3), 12);
-        mnd_session_store_free(s);
-}
-
-static void test_store_orphans(void **state) {
-        struct mnd_session_store *s = NULL;
-        const struct mnd_session_orphan *o;
-        unsigned n;
-
-        assert_int_equal(mnd_session_store_open(dir, &s), 0);
-        assert_int_equal(mnd_session_store_begin(s, 1, 100, 60, "MNU-0001", "forehead", "C1"), 0);
-        assert_int_equal(mnd_session_store_begin(s, 2, 110, 30, "MNS-0001", "cheeks", "C2"), 0);
-        assert_int_equal(mnd_session_store_end(s, 1, 200, 60000, "completed", "completed"), 0);
-        assert_int_equal(mnd_session_store_begin(s, 3, 300, 90, "MNU-0001", "chin", "C3"), 0);
-        s = mnd_session_store_free(s);
-
-        /* The daemon died with 2 and 3 running. */
-        assert_int_equal(mnd_session_store_open(dir, &s), 0);
-        o = mnd_session_store_orphans(s, &n);
-        assert_int_equal(n, 2);
-        assert_int_equal(o[0].id, 2);
-        assert_string_equal(o[0].serial, "MNS-0001");
-        assert_string_equal(o[0].area, "cheeks");
-        assert_string_equal(o[0].cartridge, "C2");
-        assert_int_equal(o[0].started_at, 110);
-        assert_int_equal(o[0].planned_duration_s, 30);
-        assert_int_equal(o[1].id, 3);
-        /* The caller records their end; then they are no orphans any more. */
-        assert_int_equal(mnd_session_store_end(s, 2, 400, 0, "interrupted", "daemon-restart"), 0);
-        assert_int_equal(mnd_session_store_end(s, 3, 400, 0, "interrupted", "daemon-restart"), 0);
-        s = mnd_session_store_free(s);
-
-        assert_int_equal(mnd_session_store_open(dir, &s), 0);
-        mnd_session_store_orphans(s, &n);
-        assert_int_equal(n, 0);
-        assert_int_equal(mnd_session_store_next_id(s, 0), 4);
-        mnd_session_store_free(s);
-}
-
-static void test_store_torn_and_malformed(void **state) {
-        struct mnd_session_store *s = NULL;
-        const struct mnd_session_orphan *o;
-        unsigned n;
-
-        append_raw("B\t1\t100\t60\tMNU-0001\tforehead\tC1\n"
-                   "nonsense\n"
-                   "B\tx\t100\t60\tMNU-0001\tforehead\tC1\n"
-                   "E\t1\t200\t60000\tcompleted\n"      /* a field short: ignored */
-                   "B\t5\t100\t60\tMNU-0001\tforehead\tC5\n"
-                   "E\t5\t200\t60000\tcompleted\tcompleted\n"
-                   "B\t7\t100\t60\tMNU-00");           /* torn */
-        assert_int_equal(mnd_session_store_open(dir, &s), 0);
-        o = mnd_session_store_orphans(s, &n);
-        assert_int_equal(n, 1);
-        assert_int_equal(o[0].id, 1);
-        assert_int_equal(mnd_session_store_next_id(s, 0), 6);
-        mnd_session_store_free(s);
-
-        /* Bad fields are refused before anything is written. */
-        assert_int_equal(mnd_session_store_open(dir, &s), 0);
-        assert_int_equal(mnd_session_store_begin(s, 0, 1, 1, "S", "nose", "C"), -EINVAL);
-        assert_int_equal(mnd_session_store_begin(s, 9, 1, 1, "S\tX", "nose", "C"), -EINVAL);
-        assert_int_equal(mnd_session_store_begin(s, 9, 1, 1, "S", "", "C"), -EINVAL);
-        assert_int_equal(mnd_session_store_end(s, 9, 1, 1, "stopped", "a\nb"), -EINVAL);
-        mnd_session_store_free(s);
-}
+/* The session record (numbers, sessions left running, torn lines) is the audit log's now:
+ * tests/unit/test-audit-events.c. */
 
 int main(void) {
         const struct CMUnitTest tests[] = {
@@ -288,10 +171,7 @@ int main(void) {
                 cmocka_unit_test(test_end),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_check_text),
-                cmocka_unit_test_setup(test_store_numbers, reset),
-                cmocka_unit_test_setup(test_store_orphans, reset),
-                cmocka_unit_test_setup(test_store_torn_and_malformed, reset),
         };
 
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, NULL, NULL);
 }
