@@ -238,6 +238,7 @@ struct mnd_audit {
         sqlite3_stmt *stmt[_STMT_MAX];
         sqlite3_stmt *query[_Q_COMBINATIONS];
         bool synchronous_full;          /* PRAGMA synchronous is FULL (else NORMAL) */
+        uint64_t max_pages;             /* mnd_audit_set_max_size(); 0: no cap */
 
         /* The newest event, valid inside a write transaction (and in a batch). */
         uint64_t last_seq;
@@ -1125,6 +1126,7 @@ int mnd_audit_set_max_size(struct mnd_audit *a, uint64_t bytes) {
 
         /* 0: SQLite's own maximum. */
         pages = bytes == 0 ? 0xfffffffe : (sqlite3_int64) MIN(bytes / (uint64_t) page_size, (uint64_t) 0xfffffffe);
+        a->max_pages = bytes == 0 ? 0 : (uint64_t) pages;
         if (pages == 0)
                 pages = 1;      /* SQLite raises it to the current size anyway */
         /* PRAGMA takes no bound parameters; the number is ours, formatted, not user text. */
@@ -1140,6 +1142,25 @@ int mnd_audit_set_max_size(struct mnd_audit *a, uint64_t bytes) {
 
 /* ---- append ---- */
 
+/* A capped log is full once it fills its pages: from then on nothing is
+ * appended, not even an event small enough for the slack left in some page,
+ * so what is refused does not depend on how full the last pages happen to be. */
+static int check_room(struct mnd_audit *a) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *s = NULL;
+        int r, rc;
+
+        if (a->max_pages == 0)
+                return 0;
+        /* Prepared afresh: a cached PRAGMA statement may answer from prepare time. */
+        r = prepare(a, "PRAGMA page_count", &s);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW)
+                return errno_from_sqlite(a->db, rc) ?: -EIO;
+        return (uint64_t) sqlite3_column_int64(s, 0) >= a->max_pages ? -ENOSPC : 0;
+}
+
 static int insert(struct mnd_audit *a, const struct mnd_audit_event *e, uint64_t time_usec,
                   uint8_t ret_hash[MND_AUDIT_HASH_SIZE]) {
         sqlite3_stmt *s = a->stmt[STMT_INSERT];
@@ -1149,6 +1170,9 @@ static int insert(struct mnd_audit *a, const struct mnd_audit_event *e, uint64_t
 
         if (seq > INT64_MAX || time_usec > INT64_MAX)
                 return -EOVERFLOW;
+        r = check_room(a);
+        if (r < 0)
+                return r;
         r = details_encode(e, &a->details);
         if (r < 0)
                 return r;

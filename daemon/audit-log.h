@@ -197,7 +197,8 @@ int mnd_audit_open(const char *directory, unsigned flags, struct mnd_audit **ret
 struct mnd_audit *mnd_audit_close(struct mnd_audit *a);
 
 /* Caps the database size (rounded down to whole pages; 0: no cap): an append that would grow it
- * beyond fails with -ENOSPC, as on a full disk. */
+ * beyond fails with -ENOSPC, as on a full disk, and once the database fills the cap every append
+ * does, however small. */
 int mnd_audit_set_max_size(struct mnd_audit *a, uint64_t bytes);
 
 /* Appends one event in its own transaction (or into the open batch, see below).  -EINVAL for a

@@ -528,7 +528,9 @@ static void test_disk_full(struct harness *h) {
         e.message = NULL;
         e.kind = "session-start";
         e.session = 0;
-        e.cartridge = "CART-FULL";
+        /* As long as the daemon's, but another cartridge: one of these may
+         * still fit, and must not make CART-FULL "used". */
+        e.cartridge = "CART-FILL";
         e.depth_um = 1500;
         e.speed_hz = 120;
         e.duration_s = 60;
