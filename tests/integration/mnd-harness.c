@@ -301,7 +301,8 @@ void h_start_bus(struct harness *h) {
         close(pipefd[0]);
         line[strcspn(line, "\n")] = '\0';
         CHECK(line[0], "dbus-daemon did not print its address");
-        snprintf(h->bus_address, sizeof h->bus_address, "%s", line);
+        CHECK(strlen(line) < sizeof h->bus_address, "dbus-daemon's address is too long: %s", line);
+        memcpy(h->bus_address, line, strlen(line) + 1);
         CHECK(chmod(sock, 0777) == 0, "chmod %s: %m", sock);
 
         r = sd_bus_new(&h->bus);
