@@ -104,14 +104,23 @@ static bool start_valid(const struct mnp_start *s) {
         return s->lease_ms > 0;
 }
 
+/* The fault_flags bits that name a fault code. */
+#define FAULT_FLAGS_KNOWN (MNP_FAULT_FLAG(MNP_FAULT_MAX) | (MNP_FAULT_FLAG(MNP_FAULT_MAX) - 1))
+
 static bool status_valid(const struct mnp_status *s) {
         return s->state <= MNP_STATE_FAULT &&
+                /* PROTOCOL.md 12.1: faults are active exactly in state fault. */
+                (s->state == MNP_STATE_FAULT) == (s->fault_flags != 0) &&
+                (s->fault_flags & ~FAULT_FLAGS_KNOWN) == 0 &&
                 (s->battery_percent <= 100 || s->battery_percent == 255) &&
                 STR_OK(s->cartridge_id);
 }
 
 static bool fault_valid(const struct mnp_fault_event *f) {
-        return f->code >= 1 && f->code <= MNP_FAULT_MAX;
+        return f->code >= 1 && f->code <= MNP_FAULT_MAX &&
+                /* PROTOCOL.md 7.11: all active faults, including this one. */
+                (f->fault_flags & MNP_FAULT_FLAG(f->code)) != 0 &&
+                (f->fault_flags & ~FAULT_FLAGS_KNOWN) == 0;
 }
 
 static bool cartridge_valid(const struct mnp_cartridge_event *c) {

@@ -396,16 +396,21 @@ static void test_round_trip_boundaries(void **state) {
         m = (struct mnp_msg) { .type = MNP_MSG_CLEAR_FAULT };
         round_trip(&m);
 
-        /* STATUS: every state, battery 0/100/255, temperature extremes */
+        /* STATUS: every state (faults exactly in fault, every known flag), battery
+         * 0/100/255, temperature extremes */
         for (uint8_t s = MNP_STATE_BOOTING; s <= MNP_STATE_FAULT; s++) {
+                uint32_t flags = s == MNP_STATE_FAULT ? MNP_FAULT_FLAG(MNP_FAULT_MOTOR) : 0;
+
                 memset(&m, 0, sizeof(m));
                 m.type = MNP_MSG_STATUS;
                 m.status.state = s;
+                m.status.fault_flags = flags;
                 m.status.battery_percent = 0;
                 m.status.temperature_dc = INT16_MIN;
                 round_trip(&m);
                 m.status = (struct mnp_status) {
-                        .state = s, .fault_flags = UINT32_MAX,
+                        .state = s,
+                        .fault_flags = s == MNP_STATE_FAULT ? MNP_FAULT_FLAG(MNP_FAULT_MAX + 1) - 1 : 0,
                         .depth_set_um = UINT32_MAX, .depth_actual_um = UINT32_MAX,
                         .speed_set_hz = UINT16_MAX, .speed_actual_hz = UINT16_MAX,
                         .battery_percent = 100, .temperature_dc = INT16_MAX,
@@ -423,7 +428,7 @@ static void test_round_trip_boundaries(void **state) {
                 m = (struct mnp_msg) { .type = MNP_MSG_FAULT,
                                        .fault = { .code = c, .fault_flags = MNP_FAULT_FLAG(c) } };
                 round_trip(&m);
-                m.fault.fault_flags = UINT32_MAX;
+                m.fault.fault_flags = MNP_FAULT_FLAG(MNP_FAULT_MAX + 1) - 1;
                 round_trip(&m);
         }
 
@@ -557,7 +562,12 @@ static void test_out_of_domain_unpack(void **state) {
         assert_true(n > 27);
         b[0] = 4; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);
         b[0] = 255; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);
-        b[0] = 3; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, 0);
+        b[0] = 3; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);       /* fault, no flags */
+        b[1] = 0x01; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, 0);           /* fault, motor */
+        b[0] = 2; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);        /* running with a fault */
+        b[0] = 3; b[2] = 0x01; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);  /* unknown flag 0x100 */
+        b[2] = 0; b[4] = 0x80; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);  /* unknown flag 1 << 31 */
+        b[4] = 0; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, 0);
         b[17] = 101; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);
         b[17] = 254; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, -EINVAL);
         b[17] = 255; expect_unpack(MNP_MSG_STATUS, b, (size_t) n, 0);
@@ -568,7 +578,9 @@ static void test_out_of_domain_unpack(void **state) {
         assert_int_equal(n, 5);
         b[0] = 0; expect_unpack(MNP_MSG_FAULT, b, 5, -EINVAL);
         b[0] = MNP_FAULT_MAX + 1; expect_unpack(MNP_MSG_FAULT, b, 5, -EINVAL);
-        b[0] = MNP_FAULT_MAX; expect_unpack(MNP_MSG_FAULT, b, 5, 0);
+        b[0] = MNP_FAULT_MAX; expect_unpack(MNP_MSG_FAULT, b, 5, -EINVAL);     /* flags lack code 8 */
+        b[1] |= 0x80; expect_unpack(MNP_MSG_FAULT, b, 5, 0);
+        b[2] = 0x01; expect_unpack(MNP_MSG_FAULT, b, 5, -EINVAL);               /* unknown flag 0x100 */
 
         /* CARTRIDGE: present 2; present without id; removed with id */
         b[0] = 2; b[1] = 1; b[2] = 'A'; expect_unpack(MNP_MSG_CARTRIDGE, b, 3, -EINVAL);
