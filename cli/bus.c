@@ -90,8 +90,9 @@ int mnctl_bus(struct mnctl *c, sd_bus **ret) {
                                   "cannot connect to the system bus: %s; is D-Bus running? "
                                   "(use --user for a daemon on the session bus)", strerror(-r));
         }
-        /* On a terminal, let polkit ask for a password instead of refusing. */
-        (void) sd_bus_set_allow_interactive_authorization(bus, isatty(STDIN_FILENO) > 0);
+        /* On a terminal, let polkit ask for a password instead of refusing (every call on this
+         * connection carries the flag), unless --no-ask-password. */
+        (void) sd_bus_set_allow_interactive_authorization(bus, !c->no_ask_password && isatty(STDIN_FILENO) > 0);
 
         c->bus = bus;
         *ret = bus;
@@ -121,7 +122,8 @@ int mnctl_fail_bus(struct mnctl *c, int r, const sd_bus_error *e, const char *wh
 
         /* The daemon's refusals are sentences for a person: show them as they were sent. */
         if (strncmp(name, MND_ERROR_PREFIX, strlen(MND_ERROR_PREFIX)) == 0 ||
-            streq(name, "org.freedesktop.DBus.Error.AccessDenied"))
+            streq(name, "org.freedesktop.DBus.Error.AccessDenied") ||
+            streq(name, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"))
                 return mnctl_fail(c, r, code, name, "%s", message);
         return mnctl_fail(c, r, code, name, "%s: %s", what, message);
 }
@@ -237,6 +239,39 @@ void mnctl_props_free(const struct mnctl_prop *props, void *data) {
                         *(char ***) where = strv_free(*(char ***) where);
                 }
         }
+}
+
+int mnctl_get_property_strv(struct mnctl *c, const char *path, const char *interface, const char *member,
+                            const char *what, char ***ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        char **l = NULL;
+        sd_bus *bus;
+        int r;
+
+        r = mnctl_bus(c, &bus);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_call(bus, &m, MND_BUS_NAME, path, "org.freedesktop.DBus.Properties", "Get");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", interface, member);
+        /* The shell completion must neither start mnd nor hang when it does not answer. */
+        if (r >= 0 && c->quick)
+                r = sd_bus_message_set_auto_start(m, 0);
+        if (r < 0)
+                return mnctl_fail(c, r, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "%s: cannot build the call: %s",
+                                  what, strerror(-r));
+        r = sd_bus_call(bus, m, c->quick ? MNCTL_QUICK_TIMEOUT_USEC : 0, &error, &reply);
+        if (r < 0)
+                return mnctl_fail_bus(c, r, &error, what);
+        r = sd_bus_message_enter_container(reply, 'v', NULL);   /* "as" or "ao" */
+        if (r >= 0)
+                r = sd_bus_message_read_strv(reply, &l);
+        if (r < 0)
+                return mnctl_fail(c, r, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "%s: mnd's reply is not understood: %s",
+                                  what, strerror(-r));
+        *ret = l;
+        return 0;
 }
 
 int mnctl_call(struct mnctl *c, const char *path, const char *interface, const char *member,

@@ -54,6 +54,14 @@ int mnctl_get_all(struct mnctl *c, const char *path, const char *interface,
 /* Frees the strings and string arrays data holds for props. */
 void mnctl_props_free(const struct mnctl_prop *props, void *data);
 
+/*
+ * Reads a string-array property of the daemon (Pens, Areas); on failure
+ * records the error (what names the action).  With c->quick the call does
+ * not start mnd by bus activation and waits at most MNCTL_QUICK_TIMEOUT_USEC.
+ */
+int mnctl_get_property_strv(struct mnctl *c, const char *path, const char *interface, const char *member,
+                            const char *what, char ***ret);
+
 /* Calls a method on the daemon; on failure records the error (what names the action) and returns it. */
 int mnctl_call(struct mnctl *c, const char *path, const char *interface, const char *member,
                const char *what, sd_bus_message **ret_reply, const char *types, ...);

@@ -65,23 +65,54 @@ static int parse_number(const char *s, uint64_t *ret) {
         return 0;
 }
 
-/* --pen: an exact serial or a unique prefix of a connected pen's, else the argument as given. */
+static int query_page(struct mnctl *c, const struct mnctl_audit_filter *f,
+                      struct mnctl_audit_event **ret_events, size_t *ret_n);
+
+/*
+ * --pen.  Serials are case-sensitive, and the log holds pens that are no
+ * longer connected, so the argument is taken exactly as given when an event
+ * in the log has that pen, or when it is a connected pen's complete serial.
+ * Only otherwise is it a prefix of a connected pen's serial (case-sensitive):
+ * one match is taken (and said on stderr), several are a usage error, none
+ * leaves the argument as given (it then matches nothing).
+ */
 static int resolve_pen(struct mnctl *c, const char *arg, char **ret) {
         _cleanup_(strv_freep) char **serials = NULL;
-        size_t i;
+        struct mnctl_audit_filter probe = { .pen = arg, .limit = 1 };
+        struct mnctl_audit_event *events = NULL;
+        const char *take = arg;
+        size_t i, n = 0;
         int r;
 
-        r = mnctl_list_pens(c, NULL, &serials);
+        r = query_page(c, &probe, &events, &n);
         if (r < 0)
                 return r;
-        r = mnctl_pen_resolve((const char *const *) serials, arg, &i);
-        if (r == -ENOTUNIQ) {
-                _cleanup_(freep) char *message = mnctl_pen_resolve_message(r, arg, (const char *const *) serials);
+        mnctl_audit_events_free(events, n);
 
-                return mnctl_fail(c, r, MNCTL_EXIT_USAGE, MNCTL_ERROR_AMBIGUOUS_PEN, "--pen %s",
-                                  message ?: "matches more than one pen");
+        if (n == 0) {
+                r = mnctl_list_pens(c, NULL, &serials);
+                if (r < 0)
+                        return r;
+                r = mnctl_pen_resolve_full((const char *const *) serials, arg, false, &i);
+                if (r == -ENOTUNIQ) {
+                        _cleanup_(freep) char *message =
+                                mnctl_pen_resolve_message_full(r, arg, (const char *const *) serials, false);
+
+                        return mnctl_fail(c, r, MNCTL_EXIT_USAGE, MNCTL_ERROR_AMBIGUOUS_PEN, "--pen %s",
+                                          message ?: "matches more than one pen");
+                }
+                if (r >= 0 && !streq(serials[i], arg)) {
+                        char e1[128], e2[128];
+
+                        take = serials[i];
+                        /* On stderr, so that stdout stays the events (JSON with --json). */
+                        fprintf(stderr, "mnctl: --pen %s taken as %s, the connected pen whose serial starts with it "
+                                "(no event in the log has pen '%s')\n",
+                                mnctl_escape(arg, e1, sizeof(e1)), mnctl_escape(take, e2, sizeof(e2)), e1);
+                }
         }
-        *ret = strdup(r >= 0 ? serials[i] : arg);
+
+        *ret = strdup(take);
         if (!*ret)
                 return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
         return 0;
@@ -133,7 +164,7 @@ static int parse_filter(struct mnctl *c, const struct mnctl_args *a, struct mnct
                 f->kind = a->value[OPT_KIND];
         }
         if (a->set[OPT_PEN] && isempty(a->value[OPT_PEN]))
-                return mnctl_usage(c, "--pen needs a serial number, or a unique prefix of a connected pen's");
+                return mnctl_usage(c, "--pen needs a serial number (or a unique prefix of a connected pen's)");
 
         /* Everything else is checked: now the bus. */
         if (a->set[OPT_PEN]) {
@@ -359,13 +390,21 @@ static const char *field_label(const char *key) {
 
 #define LABEL_WIDTH 15
 
-/* "Label:" and the value; a value of several lines goes on under the first, indented. */
+/*
+ * "Label:" and the value; a value of several lines goes on under the first, indented.  The value
+ * is what the log holds, escaped for the terminal (line breaks kept, every other control shown).
+ */
 static void show_line(const char *label, const char *value) {
+        _cleanup_(freep) char *text = mnctl_text_dup(value, true);
         char l[64];
 
         snprintf(l, sizeof(l), "%s%s", label, isempty(label) ? "" : ":");
         printf("%-*s", LABEL_WIDTH, l);
-        for (const char *p = value; *p; p++) {
+        if (!text) {
+                puts("(out of memory)");
+                return;
+        }
+        for (const char *p = text; *p; p++) {
                 putchar(*p);
                 if (*p == '\n' && p[1])
                         printf("%-*s", LABEL_WIDTH, "");
@@ -491,9 +530,11 @@ int cmd_audit_show(struct mnctl *c, const struct mnctl_args *a) {
 /* ---- audit export ---- */
 
 struct export_state {
-        const char *path;       /* NULL: standard output */
+        const char *path;       /* NULL: standard output, through buf */
         char *tmp;
         FILE *f;
+        char *buf;              /* standard output's export, written there once complete */
+        size_t buf_size;
         bool json;
         uint64_t n;
 };
@@ -505,9 +546,20 @@ static int export_begin(struct mnctl *c, void *userdata) {
         struct export_state *s = userdata;
         int r;
 
-        r = open_output(c, s->path, &s->f, &s->tmp);
-        if (r < 0)
-                return r;
+        if (!s->path) {
+                /*
+                 * Standard output gets the export whole or not at all: one JSON document (or a
+                 * complete CSV), never a part of one followed by an error.  So it is collected
+                 * here first (--output writes a file as it goes instead).
+                 */
+                s->f = open_memstream(&s->buf, &s->buf_size);
+                if (!s->f)
+                        return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+        } else {
+                r = open_output(c, s->path, &s->f, &s->tmp);
+                if (r < 0)
+                        return r;
+        }
         if (s->json)
                 fputc('[', s->f);
         else
@@ -575,6 +627,17 @@ static int open_output(struct mnctl *c, const char *path, FILE **ret, char **ret
         return 0;
 }
 
+/* Ends the export collected for standard output: written there only if it is complete (r >= 0). */
+static int close_buffered(struct mnctl *c, struct export_state *s, int r) {
+        if (fclose(s->f) != 0 && r >= 0)
+                r = mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+        s->f = NULL;
+        if (r >= 0 && (fwrite(s->buf, 1, s->buf_size, stdout) != s->buf_size || fflush(stdout) != 0))
+                r = mnctl_fail(c, -errno, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "cannot write the export: %m");
+        s->buf = mfree(s->buf);
+        return r;
+}
+
 /* Flushes and closes the output; a temporary file is synced and renamed into place, or removed on failure. */
 static int close_output(struct mnctl *c, FILE *f, const char *path, char *tmp, int r) {
         if (f == stdout) {
@@ -635,7 +698,7 @@ int cmd_audit_export(struct mnctl *c, const struct mnctl_args *a) {
         if (s.f) {
                 if (r >= 0)
                         fputs(s.json ? (s.n > 0 ? "\n]\n" : "]\n") : "", s.f);
-                r = close_output(c, s.f, output, s.tmp, r);
+                r = to_stdout ? close_buffered(c, &s, r) : close_output(c, s.f, output, s.tmp, r);
         }
         free(s.tmp);
         if (r < 0)
@@ -655,11 +718,14 @@ int cmd_audit_export(struct mnctl *c, const struct mnctl_args *a) {
                 json_kv_string(&j, "head_hash", h.head_hash);
                 json_object_end(&j);
                 json_finish(&j);
-        } else
+        } else {
+                _cleanup_(freep) char *shown = mnctl_text_dup(output, false), *hash = mnctl_text_dup(h.head_hash, false);
+
                 printf("Exported %" PRIu64 " audit event%s to %s (%s).\n"
                        "The log held %" PRIu64 " event%s; head hash %s\n",
-                       s.n, s.n == 1 ? "" : "s", output, s.json ? "JSON" : "CSV",
-                       h.count, h.count == 1 ? "" : "s", strempty(h.head_hash));
+                       s.n, s.n == 1 ? "" : "s", strempty(shown), s.json ? "JSON" : "CSV",
+                       h.count, h.count == 1 ? "" : "s", strempty(hash));
+        }
 finish:
         audit_head_clear(&h);
         return r;
@@ -719,7 +785,9 @@ int cmd_audit_verify(struct mnctl *c, const struct mnctl_args *a) {
                         printf("%-15s %s%s%s\n", "Result:", c->color ? ANSI_RED : "", "BROKEN", c->color ? ANSI_NORMAL : "");
                         printf("%-15s %" PRIu64 "\n", "First bad seq:", v.first_bad_seq);
                         printf("%-15s %" PRIu64 "\n", "Events:", v.count);
-                        printf("%-15s %s\n", "Head hash:", v.head_hash);
+                        printf("%-15s ", "Head hash:");
+                        mnctl_fputs_text(stdout, v.head_hash, false);
+                        putchar('\n');
                 }
                 c->json_error_members = verify_json_error_members;
                 c->json_error_userdata = &v;
@@ -742,6 +810,8 @@ int cmd_audit_verify(struct mnctl *c, const struct mnctl_args *a) {
         }
         printf("%-15s %s%s%s\n", "Result:", c->color ? ANSI_GREEN : "", "ok", c->color ? ANSI_NORMAL : "");
         printf("%-15s %" PRIu64 "\n", "Events:", v.count);
-        printf("%-15s %s\n", "Head hash:", v.head_hash);
+        printf("%-15s ", "Head hash:");
+        mnctl_fputs_text(stdout, v.head_hash, false);
+        putchar('\n');
         return 0;
 }

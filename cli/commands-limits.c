@@ -65,10 +65,26 @@ int mnctl_load_limits(struct mnctl *c, const char *area, struct mnp_limits *ret)
                 return r;
         if (mnp_limits_area(ret, area)) {
                 _cleanup_(freep) char *section = NULL;
+                struct caps own = caps;
 
+                /*
+                 * GetLimits gives the area's effective caps, already lowered by the clinic's global
+                 * ones.  Only a cap below the global one is the area's own: one that equals it is the
+                 * clinic's, and lowering the area's entry to it would make the two tie, so that
+                 * libmnp names the area where the daemon names the clinic ("exceeds the clinic's
+                 * cap").  Such a cap is left at libmnp's table here (a raise, which apply_caps
+                 * ignores).  The one case this cannot tell apart: a configuration that lowers an
+                 * area to exactly the global cap (the daemon then names the area, mnctl the clinic).
+                 */
+                if (own.depth_um >= global.depth_um)
+                        own.depth_um = UINT32_MAX;
+                if (own.speed_hz >= global.speed_hz)
+                        own.speed_hz = UINT32_MAX;
+                if (own.duration_s >= global.duration_s)
+                        own.duration_s = UINT32_MAX;
                 if (asprintf(&section, "area.%s", area) < 0)
                         return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
-                apply_caps(ret, section, &caps);
+                apply_caps(ret, section, &own);
         } else
                 /* An area this libmnp does not know (a newer daemon): its caps still bind, as global ones. */
                 apply_caps(ret, "limits", &caps);
@@ -104,22 +120,20 @@ static int add_caps_row(struct table *t, const char *area, const struct caps *ca
 
 int cmd_limits(struct mnctl *c, const struct mnctl_args *a) {
         static const char *const headers[] = { "AREA", "MAX DEPTH", "MAX SPEED", "MAX DURATION", NULL };
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(strv_freep) char **areas = NULL;
         _cleanup_(table_freep) struct table *t = NULL;
         _cleanup_(freep) struct caps *caps = NULL;
         char *const *list;
         struct caps global;
-        sd_bus *bus;
         size_t n;
         int r;
 
-        r = mnctl_bus(c, &bus);
+        /* --areas is what the shell completion asks: it never starts mnd, nor waits long for it. */
+        c->quick = a->set[OPT_AREAS];
+        r = mnctl_get_property_strv(c, MND_MANAGER_PATH, MND_MANAGER_IFACE, "Areas", "cannot read the treatment areas",
+                                    &areas);
         if (r < 0)
                 return r;
-        r = sd_bus_get_property_strv(bus, MND_BUS_NAME, MND_MANAGER_PATH, MND_MANAGER_IFACE, "Areas", &error, &areas);
-        if (r < 0)
-                return mnctl_fail_bus(c, r, &error, "cannot read the treatment areas");
 
         if (a->set[OPT_AREAS]) {
                 if (c->json) {

@@ -42,6 +42,13 @@ void mnctl_json_pen(struct json *j, const struct mnctl_pen *p) {
         json_object_end(j);
 }
 
+/* "Label:      value", the value escaped for the terminal (between colour codes, if any). */
+static void print_field(const char *label, const char *color, const char *value) {
+        printf("%-12s %s", label, strempty(color));
+        mnctl_fputs_text(stdout, value, false);
+        printf("%s\n", isempty(color) ? "" : ANSI_NORMAL);
+}
+
 static const char *battery_text(uint8_t battery, char *buf, size_t size) {
         if (battery == 255)
                 return "-";
@@ -58,6 +65,8 @@ int cmd_list(struct mnctl *c, const struct mnctl_args *a) {
         size_t n;
         int r;
 
+        /* --serials is what the shell completion asks: it never starts mnd, nor waits long for it. */
+        c->quick = a->set[OPT_SERIALS];
         r = mnctl_list_pens(c, &paths, &serials);
         if (r < 0)
                 return r;
@@ -155,7 +164,7 @@ static int load_named_pen(struct mnctl *c, const char *arg, struct mnctl_pen *re
 int cmd_info(struct mnctl *c, const struct mnctl_args *a) {
         _cleanup_(mnctl_pen_clearp) struct mnctl_pen p = {};
         _cleanup_(mnctl_session_clearp) struct mnctl_session s = {};
-        char buf[6][64], d1[16], d2[16], d3[16];
+        char buf[6][160], d1[16], d2[16], d3[16];
         int r;
 
         r = load_named_pen(c, a->npos > 0 ? a->pos[0] : NULL, &p);
@@ -191,27 +200,29 @@ int cmd_info(struct mnctl *c, const struct mnctl_args *a) {
                  mnp_format_depth(p.depth_range[0], d1, sizeof(d1)), mnp_format_depth(p.depth_range[1], d2, sizeof(d2)),
                  mnp_format_depth(p.depth_range[2], d3, sizeof(d3)));
         snprintf(buf[3], sizeof(buf[3]), "%u to %u Hz", p.speed_range[0], p.speed_range[1]);
-        if (s.path)
-                snprintf(buf[4], sizeof(buf[4]), "%" PRIu64 " (%s, %s)", s.id, strempty(s.area), strempty(s.state));
-        else
+        if (s.path) {
+                char area[64], state[64];
+
+                snprintf(buf[4], sizeof(buf[4]), "%" PRIu64 " (%s, %s)", s.id, mnctl_escape(s.area, area, sizeof(area)),
+                         mnctl_escape(s.state, state, sizeof(state)));
+        } else
                 snprintf(buf[4], sizeof(buf[4]), "none");
 
-        printf("%-12s %s\n", "Serial:", strempty(p.serial));
-        printf("%-12s %s\n", "Model:", strempty(p.model));
-        printf("%-12s %s\n", "Firmware:", strempty(p.firmware));
-        printf("%-12s %s\n", "Transport:", strempty(p.transport));
-        printf("%-12s %s%s%s\n", "State:", c->color ? mnctl_state_color(p.state) : "", strempty(p.state),
-               c->color ? ANSI_NORMAL : "");
-        printf("%-12s %s\n", "Depth:", buf[0]);
-        printf("%-12s %s\n", "Speed:", buf[1]);
-        printf("%-12s %s\n", "Depth range:", buf[2]);
-        printf("%-12s %s\n", "Speed range:", buf[3]);
-        printf("%-12s %s\n", "Cartridge:", isempty(p.cartridge) ? "none" : p.cartridge);
-        printf("%-12s %s\n", "Battery:", p.battery == 255 ? "mains or unknown" : battery_text(p.battery, buf[5], sizeof(buf[5])));
-        printf("%-12s %s\n", "Session:", buf[4]);
-        printf("%-12s %s%s%s\n", "Fault:", c->color && !isempty(p.fault) ? ANSI_RED : "",
-               isempty(p.fault) ? "none" : p.fault, c->color && !isempty(p.fault) ? ANSI_NORMAL : "");
-        printf("%-12s %s\n", "Object:", p.path);
+        /* Everything the pen and the daemon said, escaped for the terminal. */
+        print_field("Serial:", NULL, p.serial);
+        print_field("Model:", NULL, p.model);
+        print_field("Firmware:", NULL, p.firmware);
+        print_field("Transport:", NULL, p.transport);
+        print_field("State:", c->color ? mnctl_state_color(p.state) : NULL, p.state);
+        print_field("Depth:", NULL, buf[0]);
+        print_field("Speed:", NULL, buf[1]);
+        print_field("Depth range:", NULL, buf[2]);
+        print_field("Speed range:", NULL, buf[3]);
+        print_field("Cartridge:", NULL, isempty(p.cartridge) ? "none" : p.cartridge);
+        print_field("Battery:", NULL, p.battery == 255 ? "mains or unknown" : battery_text(p.battery, buf[5], sizeof(buf[5])));
+        printf("%-12s %s\n", "Session:", buf[4]);      /* escaped above */
+        print_field("Fault:", c->color && !isempty(p.fault) ? ANSI_RED : NULL, isempty(p.fault) ? "none" : p.fault);
+        print_field("Object:", NULL, p.path);
         return 0;
 }
 
@@ -272,9 +283,8 @@ static int set_value(struct mnctl *c, const struct mnctl_args *a, bool depth) {
         _cleanup_(mnctl_pen_clearp) struct mnctl_pen p = {};
         _cleanup_(freep) char *area = NULL;
         const char *pen_arg = a->npos == 2 ? a->pos[0] : NULL, *text = a->pos[a->npos - 1];
-        char reason[MNCTL_REASON_MAX], shown[16];
+        char reason[MNCTL_REASON_MAX], shown[16], serial[128];
         struct mnp_limits limits;
-        struct mnp_pen_range range;
         uint32_t value;
         int r;
 
@@ -293,11 +303,8 @@ static int set_value(struct mnctl *c, const struct mnctl_args *a, bool depth) {
         if (r < 0)
                 return r;
 
-        mnctl_pen_range(&p, &range);
-        r = depth ? mnp_check_depth(&limits, &range, mnp_limits_area(&limits, area) ? area : NULL, value,
-                                    reason, sizeof(reason)) :
-                    mnp_check_speed(&limits, &range, mnp_limits_area(&limits, area) ? area : NULL, value,
-                                    reason, sizeof(reason));
+        /* A pen still connecting has no ranges yet: then the daemon answers for it (NotConnected, Busy). */
+        r = mnctl_check_setpoint(&limits, &p, area, depth, value, reason, sizeof(reason));
         if (r < 0)
                 return mnctl_fail_limit(c, r, reason);
 
@@ -316,9 +323,10 @@ static int set_value(struct mnctl *c, const struct mnctl_args *a, bool depth) {
                 json_object_end(&j);
                 json_finish(&j);
         } else if (depth)
-                printf("%s: depth set to %s\n", p.serial, mnp_format_depth(value, shown, sizeof(shown)));
+                printf("%s: depth set to %s\n", mnctl_escape(p.serial, serial, sizeof(serial)),
+                       mnp_format_depth(value, shown, sizeof(shown)));
         else
-                printf("%s: speed set to %u Hz\n", p.serial, value);
+                printf("%s: speed set to %u Hz\n", mnctl_escape(p.serial, serial, sizeof(serial)), value);
         return 0;
 }
 
@@ -350,8 +358,10 @@ int cmd_clear_fault(struct mnctl *c, const struct mnctl_args *a) {
                 json_kv_bool(&j, "fault_cleared", true);
                 json_object_end(&j);
                 json_finish(&j);
-        } else
-                printf("%s: fault cleared\n", serial);
+        } else {
+                mnctl_fputs_text(stdout, serial, false);
+                fputs(": fault cleared\n", stdout);
+        }
         return 0;
 }
 
@@ -372,7 +382,10 @@ static void print_stopped(struct mnctl *c, char *const *serials, bool all) {
                 return;
         }
         if (!all)
-                printf("%s: stopped\n", serials[0]);
+                for (char *const *s = serials; s && *s; s++) {
+                        mnctl_fputs_text(stdout, *s, false);
+                        fputs(": stopped\n", stdout);
+                }
         else if (strv_length(serials) == 0)
                 printf("No pens connected; nothing was running.\n");
         else
@@ -380,11 +393,65 @@ static void print_stopped(struct mnctl *c, char *const *serials, bool all) {
 }
 
 /*
+ * Stops the pens whose serial numbers a PEN argument matches: the one it
+ * names (an exact serial, or a prefix of one only), or, when it is a prefix
+ * of several, every one of them: stopping is never made harder by an
+ * ambiguity.  Each pen is stopped even when stopping another failed; the
+ * first failure is the error.  *ret_stopped: the serials of those stopped.
+ */
+static int stop_matching(struct mnctl *c, const char *arg, char ***ret_stopped) {
+        _cleanup_(strv_freep) char **paths = NULL, **serials = NULL, **stopped = NULL;
+        size_t n, k = 0, i = 0;
+        int r, ret = 0;
+
+        r = mnctl_list_pens(c, &paths, &serials);
+        if (r < 0)
+                return r;
+        n = strv_length(serials);
+        stopped = calloc(n + 1, sizeof(char *));
+        if (!stopped)
+                return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+
+        r = mnctl_pen_resolve((const char *const *) serials, arg, &i);
+        if (r == -ENODEV) {
+                _cleanup_(freep) char *message = mnctl_pen_resolve_message(r, arg, (const char *const *) serials);
+
+                return mnctl_fail(c, r, MNCTL_EXIT_NO_PEN, MND_ERROR_PREFIX "NoSuchPen", "%s",
+                                  message ?: "no such pen");
+        }
+
+        for (size_t j = 0; j < n; j++) {
+                int q;
+
+                if (r >= 0 ? j != i : !mnctl_pen_prefix_matches(serials[j], arg, true))
+                        continue;
+                q = mnctl_call(c, paths[j], MND_PEN_IFACE, "Stop", "cannot stop the pen", NULL, "");
+                if (q < 0) {
+                        if (ret >= 0)
+                                ret = q;
+                        continue;
+                }
+                stopped[k] = strdup(serials[j]);
+                if (!stopped[k])
+                        return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
+                k++;
+        }
+        if (r == -ENOTUNIQ && !c->json) {
+                fputs("mnctl: '", stderr);
+                mnctl_fputs_text(stderr, arg, false);
+                fprintf(stderr, "' matches %zu pens: stopped each of them\n", k);
+        }
+        *ret_stopped = TAKE_PTR(stopped);
+        return ret;
+}
+
+/*
  * Stopping is never refused, and never made harder than it must be: without
- * PEN, "stop" stops the only pen, or every pen when there are several.
+ * PEN, "stop" stops the only pen, or every pen when there are several; a PEN
+ * prefix of several pens stops each of them.
  */
 int cmd_stop(struct mnctl *c, const struct mnctl_args *a) {
-        _cleanup_(strv_freep) char **paths = NULL, **serials = NULL;
+        _cleanup_(strv_freep) char **paths = NULL, **serials = NULL, **stopped = NULL;
         _cleanup_(freep) char *path = NULL, *serial = NULL;
         int r;
 
@@ -392,19 +459,21 @@ int cmd_stop(struct mnctl *c, const struct mnctl_args *a) {
                 return mnctl_usage(c, "give a PEN or --all, not both");
 
         if (a->npos > 0) {
-                r = mnctl_find_pen(c, a->pos[0], &path, &serial);
-                if (r < 0)
-                        return r;
-        } else {
-                r = mnctl_list_pens(c, &paths, &serials);
-                if (r < 0)
-                        return r;
-                if (!a->set[OPT_ALL] && strv_length(paths) == 1) {
-                        path = strdup(paths[0]);
-                        serial = strdup(serials[0]);
-                        if (!path || !serial)
-                                return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
-                }
+                r = stop_matching(c, a->pos[0], &stopped);
+                /* The pens that did stop are said even when another failed. */
+                if (stopped && stopped[0] && (r >= 0 || !c->json))
+                        print_stopped(c, stopped, false);
+                return r;
+        }
+
+        r = mnctl_list_pens(c, &paths, &serials);
+        if (r < 0)
+                return r;
+        if (!a->set[OPT_ALL] && strv_length(paths) == 1) {
+                path = strdup(paths[0]);
+                serial = strdup(serials[0]);
+                if (!path || !serial)
+                        return mnctl_fail(c, -ENOMEM, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED, "out of memory");
         }
 
         if (path) {

@@ -53,9 +53,8 @@ int cmd_start(struct mnctl *c, const struct mnctl_args *a) {
         _cleanup_(freep) char *path = NULL, *final_state = NULL;
         const char *area = a->value[OPT_AREA], *session_path, *check_area;
         uint32_t duration = 0, depth = 0, speed = 0;
-        char reason[MNCTL_REASON_MAX], d1[16], d2[32];
+        char reason[MNCTL_REASON_MAX], d1[16], d2[32], e1[128], e2[64], e3[128];
         struct mnp_limits limits;
-        struct mnp_pen_range range;
         sd_bus *bus;
         int r;
 
@@ -89,14 +88,13 @@ int cmd_start(struct mnctl *c, const struct mnctl_args *a) {
         if (r < 0)
                 return r;
         check_area = mnp_limits_area(&limits, area) ? area : NULL;
-        mnctl_pen_range(&p, &range);
         r = mnp_check_duration(&limits, check_area, duration, reason, sizeof(reason));
         if (r >= 0)
-                r = mnp_check_depth(&limits, &range, check_area, a->set[OPT_DEPTH] ? depth : p.depth_um,
-                                    reason, sizeof(reason));
+                r = mnctl_check_setpoint(&limits, &p, check_area, true, a->set[OPT_DEPTH] ? depth : p.depth_um,
+                                         reason, sizeof(reason));
         if (r >= 0)
-                r = mnp_check_speed(&limits, &range, check_area, a->set[OPT_SPEED] ? speed : p.speed_hz,
-                                    reason, sizeof(reason));
+                r = mnctl_check_setpoint(&limits, &p, check_area, false, a->set[OPT_SPEED] ? speed : p.speed_hz,
+                                         reason, sizeof(reason));
         if (r < 0)
                 return mnctl_fail_limit(c, r, reason);
 
@@ -122,21 +120,60 @@ int cmd_start(struct mnctl *c, const struct mnctl_args *a) {
                 return mnctl_fail(c, r, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED,
                                   "cannot build the StartSession call: %s", strerror(-r));
 
-        r = sd_bus_call(bus, m, 0, &error, &reply);
-        if (r < 0)
-                return mnctl_fail_bus(c, r, &error, "cannot start the session");
-        r = sd_bus_message_read(reply, "o", &session_path);
-        if (r < 0)
-                return mnctl_fail(c, r, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED,
-                                  "mnd's reply to StartSession is not understood: %s", strerror(-r));
-
-        if (a->set[OPT_WAIT]) {
-                if (!c->json)
-                        printf("%s: session started (%s); following it until it ends, Ctrl-C stops the pen.\n",
-                               p.serial, session_path);
-                r = mnctl_follow(c, path, session_path, true, &final_state);
+        if (!a->set[OPT_WAIT]) {
+                r = sd_bus_call(bus, m, 0, &error, &reply);
                 if (r < 0)
+                        return mnctl_fail_bus(c, r, &error, "cannot start the session");
+                r = sd_bus_message_read(reply, "o", &session_path);
+                if (r < 0)
+                        return mnctl_fail(c, r, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED,
+                                          "mnd's reply to StartSession is not understood: %s", strerror(-r));
+        } else {
+                struct mnctl_signals sig;
+
+                /*
+                 * --wait promises that Ctrl-C stops the pen: the signals are caught before the
+                 * session can start, so that one that comes at any moment after is never lost.
+                 */
+                mnctl_signals_catch(&sig);
+                if (mnctl_signals_interrupted()) {
+                        mnctl_signals_restore(&sig);
+                        return mnctl_fail(c, -ECANCELED, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED,
+                                          "interrupted before the session was started; nothing runs");
+                }
+                r = sd_bus_call(bus, m, 0, &error, &reply);
+                if (r < 0) {
+                        mnctl_signals_restore(&sig);
+                        return mnctl_fail_bus(c, r, &error, "cannot start the session");
+                }
+                /* Interrupted while StartSession ran: the pen stops now, before anything else. */
+                if (mnctl_signals_interrupted())
+                        (void) mnctl_call(c, path, MND_PEN_IFACE, "Stop", "cannot stop the pen", NULL, "");
+                r = sd_bus_message_read(reply, "o", &session_path);
+                if (r < 0) {
+                        /* A session runs that cannot be followed: --wait does not leave it running. */
+                        (void) mnctl_call(c, path, MND_PEN_IFACE, "Stop", "cannot stop the pen", NULL, "");
+                        mnctl_signals_restore(&sig);
+                        return mnctl_fail(c, r, MNCTL_EXIT_DEVICE, MNCTL_ERROR_FAILED,
+                                          "mnd's reply to StartSession is not understood: %s; the pen was stopped",
+                                          strerror(-r));
+                }
+
+                if (!c->json) {
+                        char serial[128], shown[256];
+
+                        printf("%s: session started (%s); following it until it ends, Ctrl-C stops the pen.\n",
+                               mnctl_escape(p.serial, serial, sizeof(serial)),
+                               mnctl_escape(session_path, shown, sizeof(shown)));
+                        fflush(stdout);
+                }
+                r = mnctl_follow(c, path, session_path, true, &sig, &final_state);
+                mnctl_signals_restore(&sig);
+                if (r < 0) {
+                        if (mnctl_signals_interrupted())
+                                (void) mnctl_call(c, path, MND_PEN_IFACE, "Stop", "cannot stop the pen", NULL, "");
                         return r;
+                }
         }
 
         r = mnctl_load_session(c, session_path, &s);
@@ -161,10 +198,13 @@ int cmd_start(struct mnctl *c, const struct mnctl_args *a) {
                 json_finish(&j);
         } else if (a->set[OPT_WAIT])
                 printf("%s: session %" PRIu64 " completed: %s of needling\n",
-                       p.serial, s.id, mnctl_format_duration(s.elapsed_ms / 1000, d2, sizeof(d2)));
+                       mnctl_escape(p.serial, e1, sizeof(e1)), s.id,
+                       mnctl_format_duration(s.elapsed_ms / 1000, d2, sizeof(d2)));
         else
                 printf("%s: session %" PRIu64 " started: %s, %s at %u Hz for %s (cartridge %s)\n",
-                       p.serial, s.id, s.area, mnp_format_depth(s.depth_um, d1, sizeof(d1)), s.speed_hz,
-                       mnctl_format_duration(s.planned_duration_s, d2, sizeof(d2)), strempty(s.cartridge));
+                       mnctl_escape(p.serial, e1, sizeof(e1)), s.id, mnctl_escape(s.area, e2, sizeof(e2)),
+                       mnp_format_depth(s.depth_um, d1, sizeof(d1)), s.speed_hz,
+                       mnctl_format_duration(s.planned_duration_s, d2, sizeof(d2)),
+                       mnctl_escape(s.cartridge, e3, sizeof(e3)));
         return 0;
 }

@@ -2,6 +2,7 @@
 /* mnctl's commands and their parsed arguments. */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -16,6 +17,7 @@ enum mnctl_opt {
         OPT_JSON,
         OPT_USER,
         OPT_NO_COLOR,
+        OPT_NO_ASK_PASSWORD,
         OPT_AREA,
         OPT_DURATION,
         OPT_DEPTH,
@@ -79,6 +81,21 @@ void mnctl_json_pen(struct json *j, const struct mnctl_pen *p);
 void mnctl_json_session(struct json *j, const struct mnctl_session *s);
 
 /*
+ * Ctrl-C and SIGTERM while mnctl waits: caught blocks them and installs a
+ * handler (they are let in only while waiting for the bus), so that one that
+ * comes at any moment in between is never lost; interrupted says whether one
+ * came or is pending; restore takes any still pending and puts the old
+ * handlers and mask back.
+ */
+struct mnctl_signals {
+        sigset_t old_mask, wait_mask;
+        struct sigaction old_int, old_term;
+};
+void mnctl_signals_catch(struct mnctl_signals *s);
+bool mnctl_signals_interrupted(void);
+void mnctl_signals_restore(struct mnctl_signals *s);
+
+/*
  * Follows a pen (and its running session) from PropertiesChanged signals
  * until the session ends: the live view on a terminal, a line per change
  * otherwise, a JSON object per line with --json.
@@ -86,10 +103,12 @@ void mnctl_json_session(struct json *j, const struct mnctl_session *s);
  *                 session, or the next one that starts (watch)
  *   start_wait    as "start --wait": Ctrl-C stops the pen, and no progress
  *                 is printed with --json (start prints the result alone)
+ *   caught        signals the caller caught already (start --wait catches
+ *                 them before StartSession), or NULL: caught while following
  * On success *ret_state (if not NULL) is the session's last state.
  */
 int mnctl_follow(struct mnctl *c, const char *pen_path, const char *session_path, bool start_wait,
-                 char **ret_state);
+                 struct mnctl_signals *caught, char **ret_state);
 
 /* The one-shot view of status: the same lines as the live view. */
 void mnctl_print_view(FILE *f, const struct mnctl_pen *p, const struct mnctl_session *s, bool color);

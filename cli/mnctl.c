@@ -29,6 +29,7 @@ static const struct option_def option_defs[] = {
         { OPT_JSON,     "json",     0,   NULL,       "Print JSON (errors too) instead of text" },
         { OPT_USER,     "user",     0,   NULL,       "Talk to mnd on the session bus (also MNCTL_BUS=user)" },
         { OPT_NO_COLOR, "no-color", 0,   NULL,       "No colour, even on a terminal (also NO_COLOR=1)" },
+        { OPT_NO_ASK_PASSWORD, "no-ask-password", 0, NULL, "Never let polkit ask for a password (refused instead)" },
         { OPT_AREA,     "area",     'a', "AREA",     "Treatment area id (see 'mnctl limits')" },
         { OPT_DURATION, "duration", 't', "DURATION", "Planned needling time: 90s, 20m, 1h30m; a bare number is seconds" },
         { OPT_DEPTH,    "depth",    'd', "DEPTH",    "Needle depth: 0.5mm, 500um; a bare number is mm (default: the pen's setting)" },
@@ -51,7 +52,7 @@ static const struct option_def option_defs[] = {
 };
 
 /* Options every command takes. */
-static const enum mnctl_opt common_options[] = { OPT_JSON, OPT_USER, OPT_NO_COLOR, OPT_HELP };
+static const enum mnctl_opt common_options[] = { OPT_JSON, OPT_USER, OPT_NO_COLOR, OPT_NO_ASK_PASSWORD, OPT_HELP };
 
 #define OPTS(...) (const enum mnctl_opt[]) { __VA_ARGS__, _OPT_MAX }
 #define NO_OPTS   (const enum mnctl_opt[]) { _OPT_MAX }
@@ -426,6 +427,7 @@ static int run(struct mnctl *c, int argc, char **argv) {
                 c->json = a->set[OPT_JSON];
                 c->user_bus = c->user_bus || a->set[OPT_USER];
                 c->no_color = a->set[OPT_NO_COLOR];
+                c->no_ask_password = a->set[OPT_NO_ASK_PASSWORD];
                 c->color = !c->json && mnctl_use_color(STDOUT_FILENO, c->no_color);
         }
         if (r < 0)

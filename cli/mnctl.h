@@ -6,6 +6,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <systemd/sd-bus.h>
 
 #include "mnctl-util.h"
@@ -31,6 +32,9 @@ enum {
 #define MNCTL_ERROR_NO_SUCH_EVENT       "org.microneedle.mnctl.Error.NoSuchEvent"
 #define MNCTL_ERROR_AUDIT_BROKEN        "org.microneedle.mnctl.Error.AuditChainBroken"
 
+/* How long a quick call (struct mnctl.quick) waits for mnd. */
+#define MNCTL_QUICK_TIMEOUT_USEC (1000 * UINT64_C(1000))
+
 #define MND_BUS_NAME            "org.microneedle.Mnd1"
 #define MND_MANAGER_PATH        "/org/microneedle/Mnd1"
 #define MND_PEN_PREFIX          "/org/microneedle/Mnd1/pen"
@@ -46,9 +50,14 @@ struct mnctl {
         bool json;
         bool user_bus;
         bool no_color;
+        bool no_ask_password;   /* --no-ask-password: calls never allow interactive authorisation */
         bool color;             /* decided once: a terminal, no NO_COLOR, no --no-color, not --json */
+        bool json_lines;        /* with --json, stdout is JSON Lines (watch, monitor): errors on one line */
 
         sd_bus *bus;            /* connected on first use */
+        /* For the shell completion (list --serials, limits --areas): calls never start mnd by bus
+         * activation and give up after MNCTL_QUICK_TIMEOUT_USEC. */
+        bool quick;
 
         /* the error the run ends with (the first one reported wins) */
         int exit_code;

@@ -232,6 +232,106 @@ void json_write_string(FILE *f, const char *s) {
         fputc('"', f);
 }
 
+/* ---- text for a terminal ---- */
+
+struct text_sink {
+        FILE *f;                /* write here, or else into buf */
+        char *buf;
+        size_t size, used;      /* buf's size, and the bytes in it */
+        size_t len;             /* the whole escaped text's length */
+        bool full;              /* a piece did not fit: nothing more goes into buf */
+};
+
+static void sink_put(struct text_sink *k, const char *p, size_t n) {
+        if (k->f)
+                fwrite(p, 1, n, k->f);
+        else if (!k->full && k->used + n < k->size) {
+                memcpy(k->buf + k->used, p, n);
+                k->used += n;
+        } else
+                k->full = true;
+        k->len += n;
+}
+
+/* The code point of the valid n-byte UTF-8 sequence at s. */
+static uint32_t utf8_code_point(const unsigned char *s, size_t n) {
+        uint32_t cp;
+
+        if (n == 1)
+                return s[0];
+        cp = s[0] & (0xFFu >> (n + 1));
+        for (size_t i = 1; i < n; i++)
+                cp = (cp << 6) | (s[i] & 0x3Fu);
+        return cp;
+}
+
+static bool is_bidi_control(uint32_t cp) {
+        return cp == 0x061C || cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) ||
+               (cp >= 0x2066 && cp <= 0x2069);
+}
+
+static void escape_to(struct text_sink *k, const char *s, bool keep_newline) {
+        const unsigned char *p = (const unsigned char *) strempty(s);
+        char piece[16];
+
+        while (*p) {
+                size_t n = utf8_sequence(p);
+                uint32_t cp;
+
+                if (n == 0) {
+                        /* A byte of no valid character. */
+                        snprintf(piece, sizeof(piece), "\\x%02x", *p);
+                        sink_put(k, piece, strlen(piece));
+                        p++;
+                        continue;
+                }
+                cp = utf8_code_point(p, n);
+                if (cp == '\\')
+                        sink_put(k, "\\\\", 2);
+                else if (cp == '\n' && keep_newline)
+                        sink_put(k, "\n", 1);
+                else if (cp == '\n')
+                        sink_put(k, "\\n", 2);
+                else if (cp == '\r')
+                        sink_put(k, "\\r", 2);
+                else if (cp == '\t')
+                        sink_put(k, "\\t", 2);
+                else if (cp < 0x20 || cp == 0x7F) {
+                        snprintf(piece, sizeof(piece), "\\x%02x", (unsigned) cp);
+                        sink_put(k, piece, strlen(piece));
+                } else if ((cp >= 0x80 && cp <= 0x9F) || is_bidi_control(cp)) {
+                        snprintf(piece, sizeof(piece), "\\u%04x", (unsigned) cp);
+                        sink_put(k, piece, strlen(piece));
+                } else
+                        sink_put(k, (const char *) p, n);
+                p += n;
+        }
+}
+
+size_t mnctl_escape_text(const char *s, bool keep_newline, char *buf, size_t size) {
+        struct text_sink k = { .buf = buf, .size = size };
+
+        escape_to(&k, s, keep_newline);
+        if (size > 0)
+                buf[k.used] = '\0';
+        return k.len;
+}
+
+void mnctl_fputs_text(FILE *f, const char *s, bool keep_newline) {
+        struct text_sink k = { .f = f };
+
+        escape_to(&k, s, keep_newline);
+}
+
+char *mnctl_text_dup(const char *s, bool keep_newline) {
+        size_t n = mnctl_escape_text(s, keep_newline, NULL, 0);
+        char *t = malloc(n + 1);
+
+        if (t)
+                mnctl_escape_text(s, keep_newline, t, n + 1);
+        return t;
+}
+
 /* ---- tables ---- */
 
 struct table {
@@ -276,7 +376,8 @@ static int table_append(struct table *t, const char *const *cells) {
 
         for (size_t i = 0; i < t->ncols; i++) {
                 t->colors[base + i] = NULL;
-                t->cells[base + i] = strdup(cells[i] ?: "");
+                /* Cells are text for a terminal: whatever a pen or the log holds is shown escaped. */
+                t->cells[base + i] = mnctl_text_dup(cells[i], false);
                 if (!t->cells[base + i]) {
                         for (size_t k2 = 0; k2 < i; k2++)
                                 free(t->cells[base + k2]);
@@ -372,7 +473,8 @@ void mnctl_report_error(const struct mnctl *c) {
         if (c->json) {
                 struct json j;
 
-                json_init(&j, stdout, true);
+                /* In a stream of JSON Lines (watch, monitor) the error is one more line. */
+                json_init(&j, stdout, !c->json_lines);
                 json_object_begin(&j);
                 if (c->json_error_members)
                         c->json_error_members(&j, c->json_error_userdata);
@@ -387,10 +489,13 @@ void mnctl_report_error(const struct mnctl *c) {
                 return;
         }
 
+        /* The daemon's sentences quote values a caller or a pen chose: escaped like any other text. */
         if (mnctl_use_color(STDERR_FILENO, c->no_color))
-                fprintf(stderr, ANSI_RED ANSI_BOLD "mnctl:" ANSI_NORMAL " %s\n", message);
+                fputs(ANSI_RED ANSI_BOLD "mnctl:" ANSI_NORMAL " ", stderr);
         else
-                fprintf(stderr, "mnctl: %s\n", message);
+                fputs("mnctl: ", stderr);
+        mnctl_fputs_text(stderr, message, false);
+        fputc('\n', stderr);
 }
 
 void mnctl_done(struct mnctl *c) {

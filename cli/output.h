@@ -83,3 +83,34 @@ static inline void table_freep(struct table **t) {
 
 /* The number of characters (UTF-8 code points) in s. */
 size_t mnctl_utf8_width(const char *s);
+
+/* ---- text for a terminal ---- */
+
+/*
+ * The one way mnctl writes text that came from elsewhere (the daemon, a pen,
+ * the audit log, the command line) in text mode: every character that is not
+ * printable is escaped, so that such text can never act on the terminal.
+ *   C0 controls and DEL   \t, \n, \r as such, others as \x1b ...; with
+ *                         keep_newline a LF stays a LF
+ *   C1 controls           U+0080..U+009F (such as CSI, U+009B) as \u009b
+ *   bidi controls         U+061C, U+200E, U+200F, U+202A..U+202E,
+ *                         U+2066..U+2069 as \u202e ...
+ *   invalid UTF-8         each byte of no valid character as \xff ...
+ *   backslash             \\, so that the escaped text is unambiguous
+ * Everything else (printable ASCII and valid UTF-8) is copied as it is.
+ * s NULL reads as "".
+ *
+ * mnctl_escape_text() writes into buf (NUL-terminated when size > 0, cut only
+ * between characters) and returns the length the whole escaped text needs,
+ * as snprintf does.
+ */
+size_t mnctl_escape_text(const char *s, bool keep_newline, char *buf, size_t size);
+/* The same, into a buffer that is returned (for use inside printf's arguments). */
+static inline const char *mnctl_escape(const char *s, char *buf, size_t size) {
+        mnctl_escape_text(s, false, buf, size);
+        return buf;
+}
+/* The same, written to f. */
+void mnctl_fputs_text(FILE *f, const char *s, bool keep_newline);
+/* The same, newly allocated (NULL on OOM). */
+char *mnctl_text_dup(const char *s, bool keep_newline);

@@ -73,6 +73,25 @@ bool mnctl_pen_has_session(const struct mnctl_pen *p) {
         return !isempty(p->session) && !streq(p->session, "/");
 }
 
+bool mnctl_pen_ranges_known(const struct mnctl_pen *p) {
+        return !streq_ptr(p->state, "connecting") && p->depth_range[2] > 0 && p->speed_range[1] > 0;
+}
+
+int mnctl_check_setpoint(const struct mnp_limits *l, const struct mnctl_pen *p, const char *area, bool depth,
+                         uint32_t value, char *reason, size_t size) {
+        struct mnp_pen_range range;
+        const struct mnp_pen_range *pen = NULL;
+
+        if (area && !mnp_limits_area(l, area))
+                area = NULL;
+        if (mnctl_pen_ranges_known(p)) {
+                mnctl_pen_range(p, &range);
+                pen = &range;
+        }
+        return depth ? mnp_check_depth(l, pen, area, value, reason, size) :
+                       mnp_check_speed(l, pen, area, value, reason, size);
+}
+
 static size_t count(const char *const *l) {
         size_t n = 0;
 
@@ -81,7 +100,17 @@ static size_t count(const char *const *l) {
         return n;
 }
 
+bool mnctl_pen_prefix_matches(const char *serial, const char *prefix, bool ignore_case) {
+        size_t n = strlen(prefix);
+
+        return ignore_case ? strncasecmp(serial, prefix, n) == 0 : strncmp(serial, prefix, n) == 0;
+}
+
 int mnctl_pen_resolve(const char *const *serials, const char *arg, size_t *ret_index) {
+        return mnctl_pen_resolve_full(serials, arg, true, ret_index);
+}
+
+int mnctl_pen_resolve_full(const char *const *serials, const char *arg, bool ignore_case, size_t *ret_index) {
         size_t n = count(serials), found = SIZE_MAX, matches = 0;
 
         if (!arg) {
@@ -101,7 +130,7 @@ int mnctl_pen_resolve(const char *const *serials, const char *arg, size_t *ret_i
                         return 0;
                 }
         for (size_t i = 0; i < n; i++)
-                if (strncasecmp(serials[i], arg, strlen(arg)) == 0) {
+                if (mnctl_pen_prefix_matches(serials[i], arg, ignore_case)) {
                         found = i;
                         matches++;
                 }
@@ -114,11 +143,11 @@ int mnctl_pen_resolve(const char *const *serials, const char *arg, size_t *ret_i
 }
 
 /* "MNU-0001, MNS-0001" (the matching ones only when prefix is set). */
-static void list_serials(FILE *f, const char *const *serials, const char *prefix) {
+static void list_serials(FILE *f, const char *const *serials, const char *prefix, bool ignore_case) {
         bool first = true;
 
         for (const char *const *s = serials; s && *s; s++) {
-                if (prefix && strncasecmp(*s, prefix, strlen(prefix)) != 0)
+                if (prefix && !mnctl_pen_prefix_matches(*s, prefix, ignore_case))
                         continue;
                 fprintf(f, "%s%s", first ? "" : ", ", *s);
                 first = false;
@@ -126,6 +155,10 @@ static void list_serials(FILE *f, const char *const *serials, const char *prefix
 }
 
 char *mnctl_pen_resolve_message(int r, const char *arg, const char *const *serials) {
+        return mnctl_pen_resolve_message_full(r, arg, serials, true);
+}
+
+char *mnctl_pen_resolve_message_full(int r, const char *arg, const char *const *serials, bool ignore_case) {
         _cleanup_(fclosep) FILE *f = NULL;
         char *buf = NULL;
         size_t size = 0, n = count(serials);
@@ -136,11 +169,11 @@ char *mnctl_pen_resolve_message(int r, const char *arg, const char *const *seria
 
         if (r == -ENOTUNIQ && !arg) {
                 fprintf(f, "%zu pens are connected; name one by its serial number or a unique prefix of it (", n);
-                list_serials(f, serials, NULL);
+                list_serials(f, serials, NULL, ignore_case);
                 fputs(")", f);
         } else if (r == -ENOTUNIQ) {
                 fprintf(f, "'%s' matches more than one pen (", arg);
-                list_serials(f, serials, arg);
+                list_serials(f, serials, arg, ignore_case);
                 fputs("); give more of the serial number", f);
         } else if (n == 0 && !arg)
                 fputs("no pen is connected", f);
@@ -148,7 +181,7 @@ char *mnctl_pen_resolve_message(int r, const char *arg, const char *const *seria
                 fprintf(f, "no pen '%s' is connected (no pens are connected)", arg);
         else {
                 fprintf(f, "no connected pen matches '%s' (pens: ", arg);
-                list_serials(f, serials, NULL);
+                list_serials(f, serials, NULL, ignore_case);
                 fputs(")", f);
         }
 
@@ -168,19 +201,13 @@ char *mnctl_pen_serial_from_path(const char *path) {
 }
 
 int mnctl_list_pens(struct mnctl *c, char ***ret_paths, char ***ret_serials) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(strv_freep) char **paths = NULL, **serials = NULL;
-        sd_bus *bus;
         size_t n;
         int r;
 
-        r = mnctl_bus(c, &bus);
+        r = mnctl_get_property_strv(c, MND_MANAGER_PATH, MND_MANAGER_IFACE, "Pens", "cannot list the pens", &paths);
         if (r < 0)
                 return r;
-        r = sd_bus_get_property_strv(bus, MND_BUS_NAME, MND_MANAGER_PATH, MND_MANAGER_IFACE, "Pens",
-                                     &error, &paths);
-        if (r < 0)
-                return mnctl_fail_bus(c, r, &error, "cannot list the pens");
 
         n = strv_length(paths);
         serials = calloc(n + 1, sizeof(char *));

@@ -43,6 +43,24 @@ void mnctl_pen_range(const struct mnctl_pen *p, struct mnp_pen_range *ret);
 bool mnctl_pen_has_session(const struct mnctl_pen *p);
 
 /*
+ * Whether the pen's ranges are known: it is past "connecting" and has
+ * reported a depth step and a speed maximum (until then they read as zeros).
+ */
+bool mnctl_pen_ranges_known(const struct mnctl_pen *p);
+
+/*
+ * mnctl's check of a depth (depth true) or a speed before it asks the
+ * daemon: mnp_check_depth or mnp_check_speed with the pen's ranges, in the
+ * area's caps (area NULL, or an area libmnp does not know: the global caps
+ * only).  While the pen's ranges are not known (mnctl_pen_ranges_known),
+ * the pen's part is left out: only the caps are checked, and the daemon
+ * answers for the pen (NotConnected, Busy), as it is the one that knows.
+ * Returns what mnp_check_* returns, with its sentence in reason.
+ */
+int mnctl_check_setpoint(const struct mnp_limits *l, const struct mnctl_pen *p, const char *area, bool depth,
+                         uint32_t value, char *reason, size_t size);
+
+/*
  * Which pen a PEN argument means, among the connected pens' serial numbers
  * (NULL-terminated).  arg NULL: the only pen.  Otherwise an exact match
  * wins, then a unique prefix (ignoring ASCII case).
@@ -50,8 +68,14 @@ bool mnctl_pen_has_session(const struct mnctl_pen *p);
  * (arg NULL with several pens, or a prefix of several serials).
  */
 int mnctl_pen_resolve(const char *const *serials, const char *arg, size_t *ret_index);
+/* The same, with the prefix matched case-sensitively unless ignore_case (serials are case-sensitive). */
+int mnctl_pen_resolve_full(const char *const *serials, const char *arg, bool ignore_case, size_t *ret_index);
+/* Whether serial starts with prefix (ignoring ASCII case if ignore_case). */
+bool mnctl_pen_prefix_matches(const char *serial, const char *prefix, bool ignore_case);
 /* The sentence for a failed mnctl_pen_resolve (r is what it returned); NULL on OOM. */
 char *mnctl_pen_resolve_message(int r, const char *arg, const char *const *serials);
+/* The same for mnctl_pen_resolve_full. */
+char *mnctl_pen_resolve_message_full(int r, const char *arg, const char *const *serials, bool ignore_case);
 
 /* The serial number in a pen's object path; NULL if it is not one (or OOM). */
 char *mnctl_pen_serial_from_path(const char *path);

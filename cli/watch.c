@@ -27,19 +27,18 @@ static void on_signal(int sig) {
         interrupted = sig;
 }
 
-struct signals {
-        sigset_t old_mask, wait_mask;
-        struct sigaction old_int, old_term;
-};
+static void interrupt_signals(sigset_t *ret) {
+        sigemptyset(ret);
+        sigaddset(ret, SIGINT);
+        sigaddset(ret, SIGTERM);
+}
 
-static void signals_catch(struct signals *s) {
+void mnctl_signals_catch(struct mnctl_signals *s) {
         struct sigaction sa = { .sa_handler = on_signal };
         sigset_t block;
 
         interrupted = 0;
-        sigemptyset(&block);
-        sigaddset(&block, SIGINT);
-        sigaddset(&block, SIGTERM);
+        interrupt_signals(&block);
         sigprocmask(SIG_BLOCK, &block, &s->old_mask);
         s->wait_mask = s->old_mask;
         sigdelset(&s->wait_mask, SIGINT);
@@ -49,14 +48,32 @@ static void signals_catch(struct signals *s) {
         sigaction(SIGTERM, &sa, &s->old_term);
 }
 
-static void signals_restore(struct signals *s) {
+bool mnctl_signals_interrupted(void) {
+        sigset_t pending;
+
+        if (interrupted)
+                return true;
+        if (sigpending(&pending) < 0)
+                return false;
+        return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+}
+
+void mnctl_signals_restore(struct mnctl_signals *s) {
+        const struct timespec zero = {};
+        sigset_t set;
+        int sig;
+
+        /* A signal still pending is taken here (and remembered), not delivered to the old handler. */
+        interrupt_signals(&set);
+        while ((sig = sigtimedwait(&set, NULL, &zero)) > 0)
+                interrupted = sig;
         sigaction(SIGINT, &s->old_int, NULL);
         sigaction(SIGTERM, &s->old_term, NULL);
         sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
 }
 
 /* Waits until the bus has something for us or a signal comes (-EINTR). */
-static int bus_wait(sd_bus *bus, const struct signals *s) {
+static int bus_wait(sd_bus *bus, const struct mnctl_signals *s) {
         struct timespec ts, *tsp = NULL;
         struct pollfd pfd;
         uint64_t until;
@@ -113,12 +130,28 @@ static const char *end_reason_news(const struct mnctl_session *s) {
         return s->end_reason;
 }
 
+/* The text fields the views show, escaped for the terminal (mnctl_escape_text). */
+struct view_text {
+        char serial[128], state[64], fault[128], area[64], session_state[64], reason[128];
+};
+
+static void view_text(const struct mnctl_pen *p, const struct mnctl_session *s, struct view_text *t) {
+        mnctl_escape(p->serial, t->serial, sizeof(t->serial));
+        mnctl_escape(p->state, t->state, sizeof(t->state));
+        mnctl_escape(p->fault, t->fault, sizeof(t->fault));
+        mnctl_escape(s ? s->area : NULL, t->area, sizeof(t->area));
+        mnctl_escape(s ? s->state : NULL, t->session_state, sizeof(t->session_state));
+        mnctl_escape(s ? end_reason_news(s) : NULL, t->reason, sizeof(t->reason));
+}
+
 static void build_view(const struct mnctl_pen *p, const struct mnctl_session *s, bool color, struct view *v) {
         char d1[16], d2[16], c1[32], c2[32], c3[32];
+        struct view_text t;
 
+        view_text(p, s, &t);
         v->n = 0;
         if (s) {
-                const char *reason = end_reason_news(s);
+                const char *reason = end_reason_news(s) ? t.reason : NULL;
                 uint64_t planned_ms = (uint64_t) s->planned_duration_s * 1000u;
                 uint64_t used = planned_ms == 0 ? 0 : (s->elapsed_ms >= planned_ms ? 100 : s->elapsed_ms * 100 / planned_ms);
                 uint64_t elapsed_s = s->elapsed_ms / 1000u;
@@ -130,8 +163,8 @@ static void build_view(const struct mnctl_pen *p, const struct mnctl_session *s,
                 bar[BAR_WIDTH] = '\0';
 
                 snprintf(v->line[v->n++], LINE_MAX_LEN, "%s%s%s  session %" PRIu64 ", %s, %s%s%s%s%s%s",
-                         paint(color, ANSI_BOLD), strempty(p->serial), paint(color, ANSI_NORMAL), s->id,
-                         strempty(s->area), paint(color, mnctl_state_color(s->state)), strempty(s->state),
+                         paint(color, ANSI_BOLD), t.serial, paint(color, ANSI_NORMAL), s->id,
+                         t.area, paint(color, mnctl_state_color(s->state)), t.session_state,
                          paint(color, ANSI_NORMAL), reason ? " (" : "", strempty(reason), reason ? ")" : "");
                 snprintf(v->line[v->n++], LINE_MAX_LEN, "[%s%.*s%s%s] %3" PRIu64 "%%  %s of %s needled, %s left",
                          paint(color, ANSI_GREEN), (int) filled, bar, paint(color, ANSI_NORMAL), bar + filled, used,
@@ -141,9 +174,9 @@ static void build_view(const struct mnctl_pen *p, const struct mnctl_session *s,
                                             c3, sizeof(c3)));
         } else
                 snprintf(v->line[v->n++], LINE_MAX_LEN, "%s%s%s  %s%s%s%s%s%s, no session running",
-                         paint(color, ANSI_BOLD), strempty(p->serial), paint(color, ANSI_NORMAL),
-                         paint(color, mnctl_state_color(p->state)), strempty(p->state), paint(color, ANSI_NORMAL),
-                         isempty(p->fault) ? "" : " (", strempty(p->fault), isempty(p->fault) ? "" : ")");
+                         paint(color, ANSI_BOLD), t.serial, paint(color, ANSI_NORMAL),
+                         paint(color, mnctl_state_color(p->state)), t.state, paint(color, ANSI_NORMAL),
+                         isempty(p->fault) ? "" : " (", t.fault, isempty(p->fault) ? "" : ")");
 
         snprintf(v->line[v->n++], LINE_MAX_LEN, "Depth  %s set, %s measured",
                  mnp_format_depth(p->depth_um, d1, sizeof(d1)), mnp_format_depth(p->actual_depth_um, d2, sizeof(d2)));
@@ -161,23 +194,25 @@ void mnctl_print_view(FILE *f, const struct mnctl_pen *p, const struct mnctl_ses
 /* The view in one line, for a pipe or a log. */
 static void build_line(const struct mnctl_pen *p, const struct mnctl_session *s, char *buf, size_t size) {
         char d1[16], d2[16], c1[32], c2[32], c3[32];
+        struct view_text t;
         int n = 0;
 
+        view_text(p, s, &t);
         if (s) {
                 uint64_t elapsed_s = s->elapsed_ms / 1000u;
                 uint64_t planned_ms = (uint64_t) s->planned_duration_s * 1000u;
 
                 n = snprintf(buf, size, "%s session %" PRIu64 " %s %s%s%s: %s of %s (%" PRIu64 "%%), %s left; ",
-                             strempty(p->serial), s->id, strempty(s->area), strempty(s->state),
-                             end_reason_news(s) ? " " : "", strempty(end_reason_news(s)),
+                             t.serial, s->id, t.area, t.session_state,
+                             end_reason_news(s) ? " " : "", t.reason,
                              mnctl_format_clock(elapsed_s, c1, sizeof(c1)),
                              mnctl_format_clock(s->planned_duration_s, c2, sizeof(c2)),
                              planned_ms == 0 ? 0 : (s->elapsed_ms >= planned_ms ? 100 : s->elapsed_ms * 100 / planned_ms),
                              mnctl_format_clock(elapsed_s < s->planned_duration_s ? s->planned_duration_s - elapsed_s : 0,
                                                 c3, sizeof(c3)));
         } else
-                n = snprintf(buf, size, "%s %s%s%s, no session running; ", strempty(p->serial), strempty(p->state),
-                             isempty(p->fault) ? "" : " fault ", strempty(p->fault));
+                n = snprintf(buf, size, "%s %s%s%s, no session running; ", t.serial, t.state,
+                             isempty(p->fault) ? "" : " fault ", t.fault);
         if (n < 0 || (size_t) n >= size)
                 return;
         snprintf(buf + n, size - (size_t) n, "depth %s set, %s measured; speed %u Hz set, %u Hz measured",
@@ -364,7 +399,7 @@ static int add_match(struct mnctl *c, sd_bus *bus, sd_bus_slot **slot, const cha
         "member='NameOwnerChanged',arg0='" MND_BUS_NAME "'"
 
 int mnctl_follow(struct mnctl *c, const char *pen_path, const char *session_path, bool start_wait,
-                 char **ret_state) {
+                 struct mnctl_signals *caught, char **ret_state) {
         _cleanup_(freep) char *pen_rule = NULL;
         sd_bus_slot *slots[4] = {};
         struct follow f = {
@@ -373,7 +408,8 @@ int mnctl_follow(struct mnctl *c, const char *pen_path, const char *session_path
                 .live = !c->json && mnctl_use_color(STDOUT_FILENO, c->no_color),
                 .progress = !(start_wait && c->json),
         };
-        struct signals sig;
+        struct mnctl_signals own, *sig = caught ?: &own;
+        bool stop_pen;
         sd_bus *bus;
         int r;
 
@@ -409,7 +445,8 @@ int mnctl_follow(struct mnctl *c, const char *pen_path, const char *session_path
         f.done = session_ended(&f.session);
         follow_render(&f);
 
-        signals_catch(&sig);
+        if (!caught)
+                mnctl_signals_catch(&own);
         while (!f.done) {
                 r = sd_bus_process(bus, NULL);
                 if (r < 0) {
@@ -422,21 +459,27 @@ int mnctl_follow(struct mnctl *c, const char *pen_path, const char *session_path
                         follow_render(&f);
                 if (interrupted)
                         break;
-                r = bus_wait(bus, &sig);
+                r = bus_wait(bus, sig);
                 if (r < 0 && r != -EINTR) {
                         f.r = mnctl_fail_bus(c, r, NULL, "lost mnd");
                         break;
                 }
         }
-        signals_restore(&sig);
+        /* A Ctrl-C that came while the setup calls ran is still pending: it counts too. */
+        stop_pen = start_wait && mnctl_signals_interrupted();
+        if (!caught)
+                mnctl_signals_restore(&own);
 
         if (f.dirty)
                 follow_render(&f);
         r = f.r;
+        if (r < 0 && stop_pen)
+                /* Whatever went wrong, a pen we started is not left running after a Ctrl-C. */
+                (void) mnctl_call(c, pen_path, MND_PEN_IFACE, "Stop", "cannot stop the pen", NULL, "");
         if (r < 0)
                 goto finish;
 
-        if (interrupted && start_wait) {
+        if (stop_pen) {
                 /* Ctrl-C while a session we started runs: the pen stops. */
                 r = mnctl_call(c, f.pen.path, MND_PEN_IFACE, "Stop", "cannot stop the pen", NULL, "");
                 if (r >= 0 && f.session.path) {
@@ -446,8 +489,11 @@ int mnctl_follow(struct mnctl *c, const char *pen_path, const char *session_path
                 }
                 if (r < 0)
                         goto finish;
-                if (!c->json)
-                        printf("Interrupted: pen %s stopped.\n", strempty(f.pen.serial));
+                if (!c->json) {
+                        char serial[128];
+
+                        printf("Interrupted: pen %s stopped.\n", mnctl_escape(f.pen.serial, serial, sizeof(serial)));
+                }
         }
 
         if (ret_state) {
@@ -467,10 +513,12 @@ int cmd_watch(struct mnctl *c, const struct mnctl_args *a) {
         _cleanup_(freep) char *path = NULL;
         int r;
 
+        c->json_lines = true;
+
         r = mnctl_find_pen(c, a->npos > 0 ? a->pos[0] : NULL, &path, NULL);
         if (r < 0)
                 return r;
-        return mnctl_follow(c, path, NULL, false, NULL);
+        return mnctl_follow(c, path, NULL, false, NULL, NULL);
 }
 
 /* ---- monitor ---- */
@@ -548,20 +596,35 @@ static void print_event(struct monitor *mon, const struct event *e) {
 
                 strftime(when, sizeof(when), "%H:%M:%S", localtime_r(&t, &tm));
                 printf("%s  %-16s", when, e->event);
-                if (e->pen)
-                        printf(" %s", e->pen);
+                /* What the daemon and the pens sent, escaped for the terminal. */
+                if (e->pen) {
+                        putchar(' ');
+                        mnctl_fputs_text(stdout, e->pen, false);
+                }
                 if (e->session)
                         printf(" session %" PRIu64, e->session);
-                if (e->area)
-                        printf(" (%s)", e->area);
-                if (e->state)
-                        printf(" %s%s%s", k, e->state, isempty(k) ? "" : ANSI_NORMAL);
-                if (e->end_reason && !streq_ptr(e->end_reason, e->state))
-                        printf(", %s", e->end_reason);
-                if (e->code)
-                        printf(" %s", e->code);
-                if (e->message)
-                        printf(": %s", e->message);
+                if (e->area) {
+                        fputs(" (", stdout);
+                        mnctl_fputs_text(stdout, e->area, false);
+                        putchar(')');
+                }
+                if (e->state) {
+                        printf(" %s", k);
+                        mnctl_fputs_text(stdout, e->state, false);
+                        fputs(isempty(k) ? "" : ANSI_NORMAL, stdout);
+                }
+                if (e->end_reason && !streq_ptr(e->end_reason, e->state)) {
+                        fputs(", ", stdout);
+                        mnctl_fputs_text(stdout, e->end_reason, false);
+                }
+                if (e->code) {
+                        putchar(' ');
+                        mnctl_fputs_text(stdout, e->code, false);
+                }
+                if (e->message) {
+                        fputs(": ", stdout);
+                        mnctl_fputs_text(stdout, e->message, false);
+                }
                 putchar('\n');
                 fflush(stdout);
         }
@@ -651,9 +714,11 @@ int cmd_monitor(struct mnctl *c, const struct mnctl_args *a) {
         _cleanup_(freep) char *version = NULL;
         struct monitor mon = { .c = c };
         sd_bus_slot *slots[5] = {};
-        struct signals sig;
+        struct mnctl_signals sig;
         sd_bus *bus;
         int r;
+
+        c->json_lines = true;
 
         r = mnctl_bus(c, &bus);
         if (r < 0)
@@ -683,11 +748,14 @@ int cmd_monitor(struct mnctl *c, const struct mnctl_args *a) {
                 r = mnctl_fail_bus(c, r, &error, "cannot reach mnd");
                 goto finish;
         }
-        if (!c->json && isatty(STDERR_FILENO) > 0)
-                fprintf(stderr, "Monitoring mnd %s on the %s bus; Ctrl-C to quit.\n", version,
-                        c->user_bus ? "session" : "system");
+        if (!c->json && isatty(STDERR_FILENO) > 0) {
+                char v[64];
 
-        signals_catch(&sig);
+                fprintf(stderr, "Monitoring mnd %s on the %s bus; Ctrl-C to quit.\n",
+                        mnctl_escape(version, v, sizeof(v)), c->user_bus ? "session" : "system");
+        }
+
+        mnctl_signals_catch(&sig);
         while (!interrupted) {
                 r = sd_bus_process(bus, NULL);
                 if (r < 0) {
@@ -703,7 +771,7 @@ int cmd_monitor(struct mnctl *c, const struct mnctl_args *a) {
                 }
                 r = 0;
         }
-        signals_restore(&sig);
+        mnctl_signals_restore(&sig);
 finish:
         for (size_t i = 0; i < ELEMENTSOF(slots); i++)
                 sd_bus_slot_unref(slots[i]);

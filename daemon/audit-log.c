@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "audit-log.h"
+#include "text.h"
 #include "util.h"
 
 #define _cleanup_free_ _cleanup_(freep)
@@ -372,51 +373,6 @@ static int buffer_put_be32(struct buffer *b, uint32_t v) {
         return buffer_put_bytes(b, p, sizeof p);
 }
 
-/* Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF), no NUL; control
- * characters (C0, DEL) refused except TAB and LF when multiline. */
-static bool text_is_valid(const char *s, size_t n, bool multiline) {
-        const uint8_t *p = (const uint8_t *) s, *end = p + n;
-
-        while (p < end) {
-                uint8_t c = *p;
-                uint32_t cp;
-                size_t len;
-
-                if (c < 0x80) {
-                        if ((c < 0x20 || c == 0x7f) && !(multiline && (c == '\t' || c == '\n')))
-                                return false;
-                        p++;
-                        continue;
-                }
-                if (c >= 0xc2 && c <= 0xdf) {
-                        len = 2;
-                        cp = c & 0x1f;
-                } else if (c >= 0xe0 && c <= 0xef) {
-                        len = 3;
-                        cp = c & 0x0f;
-                } else if (c >= 0xf0 && c <= 0xf4) {
-                        len = 4;
-                        cp = c & 0x07;
-                } else
-                        return false;
-                if ((size_t) (end - p) < len)
-                        return false;
-                for (size_t i = 1; i < len; i++) {
-                        if ((p[i] & 0xc0) != 0x80)
-                                return false;
-                        cp = cp << 6 | (p[i] & 0x3f);
-                }
-                if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-                    (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                /* C1 controls (U+0080..U+009F) are terminal escapes too. */
-                if (cp < 0xa0)
-                        return false;
-                p += len;
-        }
-        return true;
-}
-
 static int check_string(const char *s, size_t max, bool multiline) {
         size_t n;
 
@@ -425,7 +381,7 @@ static int check_string(const char *s, size_t max, bool multiline) {
         n = strlen(s);
         if (n > max)
                 return -E2BIG;
-        if (!text_is_valid(s, n, multiline))
+        if (!mnd_text_is_valid(s, n, multiline))
                 return -EINVAL;
         return 0;
 }

@@ -158,6 +158,34 @@ void mnd_audit_record_auth_failure(struct mnd_manager *m, sd_bus_message *messag
         (void) mnd_audit_record(m, &b, false);
 }
 
+void mnd_audit_record_stop(struct mnd_manager *m, sd_bus_message *message, const char *serial, uint64_t session,
+                           const char *request, bool active) {
+        struct mnd_audit_caller caller;
+        struct mnd_audit_event_buf b;
+        unsigned suppressed = 0;
+
+        if (!active) {
+                if (m->idle_stop_ratelimit.interval_usec == 0)
+                        m->idle_stop_ratelimit = (struct mnd_ratelimit) {
+                                .interval_usec = 60 * USEC_PER_SEC,
+                                .burst = MND_AUDIT_IDLE_STOP_BURST,
+                        };
+                if (!mnd_ratelimit_below(&m->idle_stop_ratelimit, now_usec(CLOCK_MONOTONIC))) {
+                        log_debug("%s that stopped nothing, not recorded (rate limit).", request);
+                        return;
+                }
+        }
+        /* Whatever was left out is carried by the next one recorded, idle or not. */
+        suppressed = mnd_ratelimit_take_suppressed(&m->idle_stop_ratelimit);
+        mnd_audit_caller_from_message(message, &caller);
+        mnd_audit_build_stop(&b, serial, session, request, &caller);
+        if (!active)
+                mnd_audit_build_detail(&b, "stopped", "%s", "nothing");
+        if (suppressed > 0)
+                mnd_audit_build_detail(&b, "suppressed_before", "%u", suppressed);
+        (void) mnd_audit_record(m, &b, false);
+}
+
 uint64_t mnd_audit_next_session_id(struct mnd_manager *m) {
         uint64_t max = 0;
 

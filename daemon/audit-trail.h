@@ -62,6 +62,14 @@ void mnd_audit_record_refusal(struct mnd_manager *m, sd_bus_message *message, co
 void mnd_audit_record_auth_failure(struct mnd_manager *m, sd_bus_message *message, const char *action,
                                    const sd_bus_error *error);
 
+/* Records a Stop or StopAll (request) by the caller of message, right after the pens were told.
+ * One that had something to stop (active: a session running or starting, needles running) is
+ * always recorded; one that stopped nothing (anyone may call Stop) at most
+ * MND_AUDIT_IDLE_STOP_BURST a minute, the number left out carried by the next one recorded. */
+#define MND_AUDIT_IDLE_STOP_BURST 30
+void mnd_audit_record_stop(struct mnd_manager *m, sd_bus_message *message, const char *serial, uint64_t session,
+                           const char *request, bool active);
+
 /* A new session number: above every one in the log and every one handed out before. */
 uint64_t mnd_audit_next_session_id(struct mnd_manager *m);
 /* Single use: 0 if the cartridge was never used; -EEXIST with CartridgeUsed set if an earlier

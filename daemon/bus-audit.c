@@ -20,6 +20,7 @@
 #include "bus-error.h"
 #include "log.h"
 #include "manager.h"
+#include "text.h"
 
 #define MND_AUDIT_VERIFY_WAITERS_MAX 64
 
@@ -110,11 +111,14 @@ static int parse_filter(sd_bus_message *message, struct mnd_audit_filter *f, sd_
                 for (i = 0; i < _FILTER_MAX; i++)
                         if (streq(key, filter_table[i].key))
                                 break;
-                if (i == _FILTER_MAX)
+                if (i == _FILTER_MAX) {
+                        char q[MND_TEXT_QUOTE_SIZE(32)];
+
                         return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "unknown filter key '%.32s'; the keys are since (t), until (t), "
+                                                 "unknown filter key '%s'; the keys are since (t), until (t), "
                                                  "pen (s), session (t), cartridge (s), kind (s), after_seq (t) and "
-                                                 "limit (u)", key);
+                                                 "limit (u)", mnd_text_quote(key, 32, q, sizeof(q)));
+                }
                 if (seen[i])
                         return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
                                                  "filter key '%s' is given more than once", key);
@@ -247,7 +251,8 @@ static int append_record(sd_bus_message *reply, const struct mnd_audit_record *r
         return sd_bus_message_close_container(reply);
 }
 
-static int method_query(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+/* Query once the caller is authorised (auth.h): the filter was validated already, read it again. */
+static int query_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         struct mnd_manager *m = userdata;
         struct mnd_audit_filter f = {};
@@ -255,9 +260,6 @@ static int method_query(sd_bus_message *message, void *userdata, sd_bus_error *e
         size_t n = 0;
         int r;
 
-        r = mnd_auth_audit(m, message, error);
-        if (r < 0)
-                return r;
         r = parse_filter(message, &f, error);
         if (r < 0)
                 return r;
@@ -285,6 +287,17 @@ static int method_query(sd_bus_message *message, void *userdata, sd_bus_error *e
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
+}
+
+/* A malformed filter is InvalidArgument without asking polkit (and not recorded). */
+static int method_query(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_audit_filter f = {};
+        int r;
+
+        r = parse_filter(message, &f, error);
+        if (r < 0)
+                return r;
+        return mnd_auth_audit(userdata, message, query_authorised, userdata, error);
 }
 
 /* ---- Verify ---- */
@@ -400,15 +413,12 @@ fail:
         return NULL;
 }
 
-static int method_verify(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+static int verify_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_manager *m = userdata;
         struct mnd_audit_verifier *v;
         struct verify_waiter *w;
         int r;
 
-        r = mnd_auth_audit(m, message, error);
-        if (r < 0)
-                return r;
         r = mnd_audit_check_available(m, "Verify", error);
         if (r < 0)
                 return r;
@@ -443,6 +453,10 @@ static int method_verify(sd_bus_message *message, void *userdata, sd_bus_error *
         return 1;
 }
 
+static int method_verify(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return mnd_auth_audit(userdata, message, verify_authorised, userdata, error);
+}
+
 void mnd_bus_audit_done(struct mnd_manager *m) {
         struct mnd_audit_verifier *v = m->verifier;
 
@@ -450,11 +464,14 @@ void mnd_bus_audit_done(struct mnd_manager *m) {
         if (!v)
                 return;
         if (v->running) {
-                /* It holds only its own read-only handle: wait for it, then answer. */
+                /* It holds only its own read-only handle: wait for it; its result is complete
+                 * (finished before or while we waited), so its waiters get it. */
                 (void) pthread_join(v->thread, NULL);
                 v->running = false;
+                waiters_reply(v, TAKE_PTR(v->current));
         }
-        v->result_r = v->result_r < 0 ? v->result_r : -ECANCELED;
+        /* Whoever waits for a run that never started: cancelled. */
+        v->result_r = -ECANCELED;
         waiters_reply(v, TAKE_PTR(v->current));
         waiters_reply(v, TAKE_PTR(v->next));
         v->io = sd_event_source_disable_unref(v->io);

@@ -7,6 +7,7 @@
 #include "bus-error.h"
 #include "log.h"
 #include "manager.h"
+#include "text.h"
 
 #ifndef MND_VERSION
 #define MND_VERSION "unknown"
@@ -90,9 +91,12 @@ static int method_get_pen_by_serial(sd_bus_message *message, void *userdata, sd_
         if (r < 0)
                 return r;
         pen = mnd_manager_find_pen_by_serial(m, serial);
-        if (!pen || !pen->path)
-                return sd_bus_error_setf(error, MND_ERROR_NO_SUCH_PEN,
-                                         "no pen with serial number '%.64s' is connected", serial);
+        if (!pen || !pen->path) {
+                char q[MND_TEXT_QUOTE_SIZE(64)];
+
+                return sd_bus_error_setf(error, MND_ERROR_NO_SUCH_PEN, "no pen with serial number '%s' is connected",
+                                         mnd_text_quote(serial, 64, q, sizeof(q)));
+        }
         return sd_bus_reply_method_return(message, "o", pen->path);
 }
 
@@ -146,39 +150,33 @@ static void stop_all_pen_done(struct mnd_pen *pen, int error, void *userdata) {
         stop_all_unref(sa);
 }
 
-/* Never refused: no authorisation, no busy check; acts on every pen at once. */
-/* On the trail right after the pens were told (never before: stopping does not wait for the log). */
-static void stop_all_record(struct mnd_manager *m, sd_bus_message *message) {
-        struct mnd_audit_caller caller;
-        struct mnd_audit_event_buf b;
-
-        mnd_audit_caller_from_message(message, &caller);
-        mnd_audit_build_stop(&b, NULL, 0, "StopAll", &caller);
-        (void) mnd_audit_record(m, &b, false);
-}
-
+/* Never refused: no authorisation, no busy check; acts on every pen at once.  Every pen's STOP goes
+ * out first, then the sessions end (their records), then the StopAll record (never before: stopping
+ * does not wait for the log). */
 static int method_stop_all(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_manager *m = userdata;
         struct stop_all *sa;
+        bool active;
 
+        active = mnd_manager_send_stop_all(m);
         log_info("StopAll from %s.", strempty(sd_bus_message_get_sender(message)));
 
         sa = calloc(1, sizeof(*sa));
         if (!sa) {
-                /* Still stop everything; only the wait for the acknowledgements is lost. */
+                /* Everything is stopped; only the wait for the acknowledgements is lost. */
                 for (struct mnd_pen *p = m->pens; p; p = p->next)
-                        mnd_pen_stop(p, MND_SESSION_STOPPED, "stopped", NULL, NULL);
-                stop_all_record(m, message);
+                        mnd_pen_stop_finish(p, MND_SESSION_STOPPED, "stopped", NULL, NULL);
+                mnd_audit_record_stop(m, message, NULL, 0, "StopAll", active);
                 return sd_bus_reply_method_return(message, NULL);
         }
         sa->message = sd_bus_message_ref(message);
         sa->error = SD_BUS_ERROR_NULL;
         sa->pending = 1;
-        for (struct mnd_pen *p = m->pens; p; p = p->next) {
+        for (struct mnd_pen *p = m->pens; p; p = p->next)
                 sa->pending++;
-                mnd_pen_stop(p, MND_SESSION_STOPPED, "stopped", stop_all_pen_done, sa);
-        }
-        stop_all_record(m, message);
+        for (struct mnd_pen *p = m->pens; p; p = p->next)
+                mnd_pen_stop_finish(p, MND_SESSION_STOPPED, "stopped", stop_all_pen_done, sa);
+        mnd_audit_record_stop(m, message, NULL, 0, "StopAll", active);
         stop_all_unref(sa);
         return 1;
 }

@@ -12,6 +12,7 @@
 #include "bus-error.h"
 #include "log.h"
 #include "manager.h"
+#include "text.h"
 
 /* ---- properties ---- */
 
@@ -173,13 +174,28 @@ static void pen_op_done(struct mnd_pen_link *l, int error, const char *message, 
         pen_op_free(op);
 }
 
-/* Authorised, not shutting down, connected: the common gate of the operate methods. */
-static int pen_check_operable(struct mnd_pen *pen, sd_bus_message *message, sd_bus_error *error) {
-        int r;
+/*
+ * The operate methods run in two halves: method_*() validate the arguments and ask for
+ * authorisation (auth.h); *_authorised() do the rest once the caller is authorised, possibly later,
+ * when polkit answered.  The pen may have gone meanwhile, so the second half finds it again from
+ * the call's path (and its userdata is the manager, which lives as long as any call).
+ */
+static int pen_of_call(struct mnd_manager *m, sd_bus_message *message, struct mnd_pen **ret, sd_bus_error *error) {
+        _cleanup_(freep) char *serial = NULL;
+        const char *path = sd_bus_message_get_path(message);
 
-        r = mnd_auth_operate(pen->manager, message, error);
-        if (r < 0)
-                return r;
+        for (struct mnd_pen *p = m->pens; p; p = p->next)
+                if (p->path && path && streq(p->path, path)) {
+                        *ret = p;
+                        return 0;
+                }
+        if (!path || sd_bus_path_decode(path, MND_PEN_PATH_PREFIX, &serial) <= 0)
+                return sd_bus_error_setf(error, MND_ERROR_NOT_CONNECTED, "the pen is not connected any more");
+        return sd_bus_error_setf(error, MND_ERROR_NOT_CONNECTED, "pen %s is not connected any more", serial);
+}
+
+/* Not shutting down, connected: the common gate of the operate methods (after authorisation). */
+static int pen_check_operable(struct mnd_pen *pen, sd_bus_message *message, sd_bus_error *error) {
         if (pen->manager->shutting_down)
                 return sd_bus_error_setf(error, MND_ERROR_BUSY, "the daemon is shutting down");
         if (pen->gone || !pen->link || !mnd_pen_status(pen) || !pen->ready)
@@ -211,14 +227,17 @@ static int setpoint_write_ahead(struct mnd_pen *pen, sd_bus_message *message, ui
         return mnd_audit_write_ahead(pen->manager, &b, what, "nothing was sent to the pen", error);
 }
 
-static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct mnd_pen *pen = userdata;
+static int set_depth_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen;
         char reason[MNP_REASON_MAX], what[64], mm[16];
         struct pen_op *op;
         uint32_t depth;
         int r;
 
         r = sd_bus_message_read(message, "u", &depth);
+        if (r < 0)
+                return r;
+        r = pen_of_call(userdata, message, &pen, error);
         if (r < 0)
                 return r;
         r = pen_check_operable(pen, message, error);
@@ -253,14 +272,30 @@ static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_erro
         return 1;
 }
 
-static int method_set_speed(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_pen *pen = userdata;
+        uint32_t depth;
+        int r;
+
+        /* A well-typed depth is all there is to validate before authorisation: the limits come
+         * after it (an unauthorised caller learns nothing about them). */
+        r = sd_bus_message_read(message, "u", &depth);
+        if (r < 0)
+                return r;
+        return mnd_auth_operate(pen->manager, message, set_depth_authorised, pen->manager, error);
+}
+
+static int set_speed_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen;
         char reason[MNP_REASON_MAX], what[64];
         struct pen_op *op;
         uint32_t speed;
         int r;
 
         r = sd_bus_message_read(message, "u", &speed);
+        if (r < 0)
+                return r;
+        r = pen_of_call(userdata, message, &pen, error);
         if (r < 0)
                 return r;
         r = pen_check_operable(pen, message, error);
@@ -294,11 +329,25 @@ static int method_set_speed(sd_bus_message *message, void *userdata, sd_bus_erro
         return 1;
 }
 
-static int method_clear_fault(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+static int method_set_speed(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_pen *pen = userdata;
+        uint32_t speed;
+        int r;
+
+        r = sd_bus_message_read(message, "u", &speed);
+        if (r < 0)
+                return r;
+        return mnd_auth_operate(pen->manager, message, set_speed_authorised, pen->manager, error);
+}
+
+static int clear_fault_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen;
         struct pen_op *op;
         int r;
 
+        r = pen_of_call(userdata, message, &pen, error);
+        if (r < 0)
+                return r;
         r = pen_check_operable(pen, message, error);
         if (r < 0)
                 return refuse(pen, message, r, error, NULL, MND_AUDIT_UNSET, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
@@ -313,6 +362,12 @@ static int method_clear_fault(sd_bus_message *message, void *userdata, sd_bus_er
                 return mnd_bus_error_set_pen(error, r, pen->identity.serial, "clear the fault", NULL);
         }
         return 1;
+}
+
+static int method_clear_fault(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+
+        return mnd_auth_operate(pen->manager, message, clear_fault_authorised, pen->manager, error);
 }
 
 static void method_stop_done(struct mnd_pen *pen, int error, void *userdata) {
@@ -330,16 +385,16 @@ static void method_stop_done(struct mnd_pen *pen, int error, void *userdata) {
 static int method_stop(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         struct mnd_pen *pen = userdata;
 
-        struct mnd_audit_caller caller;
-        struct mnd_audit_event_buf b;
         uint64_t session = pen->session ? pen->session->id : 0;
+        bool active = mnd_pen_is_active(pen);
 
+        /* The pen first, before anything is logged or written; the session's end and the record
+         * right after, whatever becomes of them (a failure is logged).  A Stop that stopped nothing
+         * is recorded rate-limited: anyone may call it. */
+        mnd_pen_stop_send(pen);
         log_info("Pen %s: Stop from %s.", pen->identity.serial, strempty(sd_bus_message_get_sender(message)));
-        /* The pen first; the record right after, whatever becomes of it (a failure is logged). */
-        mnd_pen_stop(pen, MND_SESSION_STOPPED, "stopped", method_stop_done, sd_bus_message_ref(message));
-        mnd_audit_caller_from_message(message, &caller);
-        mnd_audit_build_stop(&b, pen->identity.serial, session, "Stop", &caller);
-        (void) mnd_audit_record(pen->manager, &b, false);
+        mnd_pen_stop_finish(pen, MND_SESSION_STOPPED, "stopped", method_stop_done, sd_bus_message_ref(message));
+        mnd_audit_record_stop(pen->manager, message, pen->identity.serial, session, "Stop", active);
         return 1;
 }
 
@@ -409,11 +464,14 @@ static int parse_start_options(sd_bus_message *message, struct start_options *o,
                 for (i = 0; i < _OPT_MAX; i++)
                         if (streq(key, start_option_table[i].key))
                                 break;
-                if (i == _OPT_MAX)
+                if (i == _OPT_MAX) {
+                        char q[MND_TEXT_QUOTE_SIZE(32)];
+
                         return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "unknown option '%.32s'; the options are area (s), duration_s (u), "
+                                                 "unknown option '%s'; the options are area (s), duration_s (u), "
                                                  "depth_um (u), speed_hz (u), operator (s) and patient_ref (s)",
-                                                 key);
+                                                 mnd_text_quote(key, 32, q, sizeof(q)));
+                }
                 if (seen[i])
                         return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
                                                  "option '%s' is given more than once", key);
@@ -478,10 +536,12 @@ static int parse_start_options(sd_bus_message *message, struct start_options *o,
         if (r < 0) {
                 if (sd_bus_error_has_name(error, MND_ERROR_INVALID_ARGUMENT) &&
                     mnd_session_check_text(o->area, 64) == 0) {
+                        char q[MND_TEXT_QUOTE_SIZE(24)];
+
                         /* Merely too long to be an area id: say so as limits.c would. */
                         sd_bus_error_free(error);
-                        return sd_bus_error_setf(error, MND_ERROR_NO_SUCH_AREA,
-                                                 "unknown treatment area '%.24s...'", o->area);
+                        return sd_bus_error_setf(error, MND_ERROR_NO_SUCH_AREA, "unknown treatment area '%s'",
+                                                 mnd_text_quote(o->area, 24, q, sizeof(q)));
                 }
                 return r;
         }
@@ -502,6 +562,8 @@ struct mnd_start_op {
         struct mnd_pen *pen;
         sd_bus_message *message;
         struct mnd_session_params params;       /* strings below */
+        char *pen_path;                         /* copies: the pen may go (and be freed) meanwhile */
+        char pen_serial[MNP_MAX_STR + 1];
         char area[MNP_AREA_ID_MAX];
         char cartridge[MNP_MAX_STR + 1];
         char *operator_name;
@@ -512,6 +574,7 @@ static struct mnd_start_op *start_op_free(struct mnd_start_op *op) {
         if (!op)
                 return NULL;
         sd_bus_message_unref(op->message);
+        free(op->pen_path);
         free(op->operator_name);
         if (op->patient_ref) {
                 explicit_bzero(op->patient_ref, strlen(op->patient_ref));
@@ -538,13 +601,17 @@ static void start_op_session_info(const struct mnd_start_op *op, struct mnd_audi
 
 /* The session-start is on the trail but the pen did not start: its end follows ("not-started";
  * the cartridge stays spent: it was offered for this session). */
-static void start_not_started(struct mnd_start_op *op) {
+static void start_record_end(struct mnd_start_op *op, enum mnd_session_state state, const char *reason) {
         struct mnd_audit_session_info info;
         struct mnd_audit_event_buf b;
 
         start_op_session_info(op, &info);
-        mnd_audit_build_session_end(&b, &info, mnd_session_state_name(MND_SESSION_FAILED), "not-started", 0);
+        mnd_audit_build_session_end(&b, &info, mnd_session_state_name(state), reason, 0);
         (void) mnd_audit_record(op->pen->manager, &b, false);
+}
+
+static void start_not_started(struct mnd_start_op *op) {
+        start_record_end(op, MND_SESSION_FAILED, "not-started");
 }
 
 static void start_done(struct mnd_pen_link *l, int error, const char *message, void *userdata) {
@@ -565,6 +632,17 @@ static void start_done(struct mnd_pen_link *l, int error, const char *message, v
                 start_not_started(op);
                 mnd_bus_error_set_pen(&e, error, pen->identity.serial, what, message);
                 log_notice("Pen %s: %s failed: %s", pen->identity.serial, what, e.message);
+                (void) sd_bus_reply_method_error(op->message, &e);
+                return;
+        }
+        if (pen->gone || !pen->path) {
+                /* Acknowledged, but the pen was lost (unplugged, or not answering) before this
+                 * completion ran: no session on a pen that is not there.  The start is on the trail,
+                 * so its end follows; the pen's lease stops it (one more STOP if it can still hear). */
+                mnd_pen_stop_send(pen);
+                start_record_end(op, MND_SESSION_INTERRUPTED, "disconnected");
+                mnd_bus_error_set_pen(&e, -ENODEV, op->pen_serial, what, NULL);
+                log_notice("Pen %s: %s: the pen was lost as it acknowledged: %s", op->pen_serial, what, e.message);
                 (void) sd_bus_reply_method_error(op->message, &e);
                 return;
         }
@@ -606,10 +684,10 @@ static void start_done(struct mnd_pen_link *l, int error, const char *message, v
         (void) sd_bus_reply_method_return(op->message, "o", s->path);
 }
 
-static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+static int start_session_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(start_op_freep) struct mnd_start_op *op = NULL;
-        struct mnd_pen *pen = userdata;
-        struct mnd_manager *m = pen->manager;
+        struct mnd_manager *m = userdata;
+        struct mnd_pen *pen;
         struct start_options o = {};
         const struct mnd_pen_status *st;
         struct mnd_audit_session_info info;
@@ -619,11 +697,14 @@ static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_
         uint64_t id;
         int r;
 
-        /* Who first (an unauthorised caller learns nothing from the options' checks), then what. */
-        r = pen_check_operable(pen, message, error);
-        if (r < 0)
-                return refuse(pen, message, r, error, NULL, MND_AUDIT_UNSET, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
+        /* The options were validated before authorisation (method_start_session): read them again. */
         r = parse_start_options(message, &o, error);
+        if (r < 0)
+                return r;
+        r = pen_of_call(m, message, &pen, error);
+        if (r < 0)
+                return r;
+        r = pen_check_operable(pen, message, error);
         if (r < 0)
                 return refuse(pen, message, r, error, NULL, MND_AUDIT_UNSET, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
         st = mnd_pen_status(pen);
@@ -684,16 +765,18 @@ static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_
         op->message = sd_bus_message_ref(message);
         strcpy_bounded(op->area, sizeof(op->area), o.area);
         strcpy_bounded(op->cartridge, sizeof(op->cartridge), st->cartridge);
+        strcpy_bounded(op->pen_serial, sizeof(op->pen_serial), pen->identity.serial);
+        op->pen_path = strdup(pen->path);
         op->operator_name = strdup(strempty(o.operator_name));
         op->patient_ref = strdup(strempty(o.patient_ref));
-        if (!op->operator_name || !op->patient_ref)
+        if (!op->pen_path || !op->operator_name || !op->patient_ref)
                 return -ENOMEM;
 
         id = mnd_audit_next_session_id(m);
         op->params = (struct mnd_session_params) {
                 .id = id,
-                .pen_path = pen->path,
-                .pen_serial = pen->identity.serial,
+                .pen_path = op->pen_path,
+                .pen_serial = op->pen_serial,
                 .area = op->area,
                 .operator_name = op->operator_name,
                 .patient_ref = op->patient_ref,
@@ -722,6 +805,23 @@ static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_
         }
         pen->starting = TAKE_PTR(op);
         return 1;
+}
+
+static int method_start_session(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        struct mnd_pen *pen = userdata;
+        struct start_options o = {};
+        int r;
+
+        /*
+         * The options first: a malformed call (unknown or missing option, wrong type, control
+         * characters) is InvalidArgument without asking polkit.  It is not recorded: nobody was
+         * authorised yet, and an unauthorised caller must not be able to fill the audit log.  The
+         * limits, the pen's state and the cartridge are checked only for an authorised caller.
+         */
+        r = parse_start_options(message, &o, error);
+        if (r < 0)
+                return r;
+        return mnd_auth_operate(pen->manager, message, start_session_authorised, pen->manager, error);
 }
 
 const char *mnd_pen_current_area(const struct mnd_pen *pen) {

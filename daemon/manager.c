@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "audit-trail.h"
+#include "auth.h"
 #include "bus-error.h"
 #include "log.h"
 #include "manager.h"
@@ -202,19 +203,29 @@ static void pen_stop_done(struct mnd_pen_link *l, int error, const char *message
         pen_complete_stop_waiters(pen, error);
 }
 
-void mnd_pen_stop(struct mnd_pen *pen, enum mnd_session_state state, const char *reason, mnd_stop_fn fn,
-                  void *userdata) {
-        struct mnd_stop_waiter *w = NULL;
+void mnd_pen_stop_send(struct mnd_pen *pen) {
         int r;
 
-        /* First what matters: the STOP goes out at once, overtaking whatever is queued. */
-        if (!pen->stop_in_flight && pen->link && !pen->gone) {
-                r = mnd_pen_link_stop(pen->link, pen_stop_done, pen);
-                if (r >= 0)
-                        pen->stop_in_flight = true;
-                else if (r != -ENODEV && r != -ENOTCONN)
-                        log_error_errno(r, "Pen %s: cannot send STOP: %m", pen_name(pen));
-        }
+        /* The STOP goes out at once, overtaking whatever is queued; nothing here touches the disk. */
+        if (pen->stop_in_flight || !pen->link || pen->gone)
+                return;
+        r = mnd_pen_link_stop(pen->link, pen_stop_done, pen);
+        if (r >= 0) {
+                pen->stop_in_flight = true;
+                log_debug("Pen %s: STOP sent.", pen_name(pen));
+        } else if (r != -ENODEV && r != -ENOTCONN)
+                log_error_errno(r, "Pen %s: cannot send STOP: %m", pen_name(pen));
+}
+
+bool mnd_pen_is_active(const struct mnd_pen *pen) {
+        const struct mnd_pen_status *st = mnd_pen_status(pen);
+
+        return pen->session || pen->starting || (st && st->state == MND_PEN_RUNNING);
+}
+
+void mnd_pen_stop_finish(struct mnd_pen *pen, enum mnd_session_state state, const char *reason, mnd_stop_fn fn,
+                         void *userdata) {
+        struct mnd_stop_waiter *w = NULL;
 
         if (pen->session)
                 mnd_manager_end_session(pen->manager, pen->session, state, reason);
@@ -236,6 +247,26 @@ void mnd_pen_stop(struct mnd_pen *pen, enum mnd_session_state state, const char 
         w->userdata = userdata;
         w->next = pen->stop_waiters;
         pen->stop_waiters = w;
+}
+
+void mnd_pen_stop(struct mnd_pen *pen, enum mnd_session_state state, const char *reason, mnd_stop_fn fn,
+                  void *userdata) {
+        /* First what matters: the STOP; the session's end (an audit write) after it. */
+        mnd_pen_stop_send(pen);
+        mnd_pen_stop_finish(pen, state, reason, fn, userdata);
+}
+
+bool mnd_manager_send_stop_all(struct mnd_manager *m) {
+        bool active = false;
+
+        /* Every pen's STOP first; the callers end the sessions (and write their records) after,
+         * so that on a slow disk no pen waits for another's audit write. */
+        for (struct mnd_pen *p = m->pens; p; p = p->next) {
+                if (mnd_pen_is_active(p))
+                        active = true;
+                mnd_pen_stop_send(p);
+        }
+        return active;
 }
 
 /* ---- throttled properties: ActualDepthUm, ActualSpeedHz, ElapsedMs ---- */
@@ -339,12 +370,29 @@ static void pen_audit_fault(struct mnd_pen *pen, const char *code, const char *m
 
 /* ---- pen-link callbacks ---- */
 
+static void pen_publish(struct mnd_pen *pen);
+
+/* The published pen with this serial left the bus: a pen held back as its duplicate takes its place. */
+static void pen_publish_duplicate_of(struct mnd_manager *m, const struct mnd_pen *gone) {
+        for (struct mnd_pen *p = m->pens; p; p = p->next) {
+                if (p == gone || !p->duplicate || p->gone || p->silent || !p->ready || !p->link ||
+                    !streq(p->identity.serial, gone->identity.serial))
+                        continue;
+                if (mnd_manager_find_pen_by_serial(m, p->identity.serial))
+                        return;
+                log_notice("Pen at %s (serial %s) is no longer a duplicate: publishing it.", p->dev.key,
+                           p->identity.serial);
+                p->duplicate = false;
+                pen_publish(p);
+                return;
+        }
+}
+
 static void pen_ready(struct mnd_pen_link *l, void *userdata) {
         struct mnd_pen *pen = userdata;
         struct mnd_manager *m = pen->manager;
         const struct mnd_pen_identity *id = mnd_pen_link_identity(l);
         struct mnd_pen *other;
-        int r;
 
         if (!id)
                 return;
@@ -355,6 +403,17 @@ static void pen_ready(struct mnd_pen_link *l, void *userdata) {
                                     pen->identity.serial, id->serial);
                 else
                         pen->identity = *id;
+                if (pen->session) {
+                        /* A handshake stops the needles (the pen is at rest after a HELLO) and the
+                         * link forgot the lease: whatever ran or was starting is over.  Not a reboot
+                         * (that is pen_reset()): the link itself was reset, after a NOT_READY or a
+                         * probe of a pen that fell silent. */
+                        log_warning("Pen %s: the link was set up again during session %" PRIu64
+                                    "; the pen stopped.", pen->identity.serial, pen->session->id);
+                        pen_audit_fault(pen, "link-reset", "the link to the pen was set up again (a new handshake, "
+                                        "no reboot); its needles are stopped");
+                        mnd_manager_end_session(m, pen->session, MND_SESSION_FAILED, "fault:link-reset");
+                }
                 if (mnd_pen_link_status(l))
                         mnd_pen_set_setpoints(pen, mnd_pen_link_status(l)->depth_set_um,
                                               mnd_pen_link_status(l)->speed_set_hz);
@@ -404,6 +463,15 @@ static void pen_ready(struct mnd_pen_link *l, void *userdata) {
                 (void) mnd_pen_link_stop(l, NULL, NULL);
                 return;
         }
+
+        pen_publish(pen);
+}
+
+/* Puts a ready pen on the bus (and on the trail as connected). */
+static void pen_publish(struct mnd_pen *pen) {
+        struct mnd_manager *m = pen->manager;
+        const struct mnd_pen_identity *id = &pen->identity;
+        int r;
 
         r = mnd_bus_pen_publish(pen);
         if (r < 0) {
@@ -466,7 +534,9 @@ static void pen_changed(struct mnd_pen_link *l, unsigned changes, void *userdata
         /* Needles stopped without us asking and without a fault (a fault ends the session in pen_fault). */
         if (was_running && st->state == MND_PEN_IDLE && !pen->stop_in_flight) {
                 log_warning("Pen %s stopped by itself during session %" PRIu64 ".", pen->identity.serial, s->id);
-                mnd_manager_end_session(pen->manager, s, MND_SESSION_INTERRUPTED, "stopped");
+                /* Its session is over: the lease is no longer renewed (a STOP ends the renewal, and
+                 * an idle pen takes it as a no-op), so that the pen cannot start again on its own. */
+                mnd_pen_stop(pen, MND_SESSION_INTERRUPTED, "stopped", NULL, NULL);
         }
 }
 
@@ -551,7 +621,11 @@ static void pen_gone(struct mnd_pen *pen, int error) {
 
         pen_flush_throttled(pen);
         mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_STATE);
-        mnd_bus_pen_unpublish(pen);
+        if (pen->path) {
+                mnd_bus_pen_unpublish(pen);
+                if (!m->shutting_down)
+                        pen_publish_duplicate_of(m, pen);
+        }
         mnd_manager_notify_status(m);
 }
 
@@ -581,7 +655,11 @@ static void pen_silent(struct mnd_pen *pen) {
 
         pen_flush_throttled(pen);
         mnd_bus_pen_emit_changed(pen, MND_PEN_CHANGED_STATE);
-        mnd_bus_pen_unpublish(pen);
+        if (pen->path) {
+                mnd_bus_pen_unpublish(pen);
+                if (!m->shutting_down)
+                        pen_publish_duplicate_of(m, pen);
+        }
         mnd_manager_notify_status(m);
 }
 
@@ -619,6 +697,15 @@ static struct mnd_pen *pen_free(struct mnd_pen *pen) {
         pen_gone(pen, 0);
         /* Completes what is pending (with -ECANCELED: replies go out) and closes the transport. */
         pen->link = mnd_pen_link_free(pen->link);
+        /* Nothing may point at a freed pen: a session that is still attached (pen_gone() ended the
+         * one it saw) ends here, and is detached even if it had ended before. */
+        if (pen->session) {
+                struct mnd_session *s = pen->session;
+
+                mnd_manager_end_session(m, s, MND_SESSION_INTERRUPTED, "disconnected");
+                s->pen = NULL;
+                pen->session = NULL;
+        }
         pen->stop_in_flight = false;
         pen_complete_stop_waiters(pen, 0);
         pen->throttle = sd_event_source_disable_unref(pen->throttle);
@@ -759,14 +846,18 @@ void mnd_manager_shutdown(struct mnd_manager *m) {
         if (m->shutting_down)
                 return;
         m->shutting_down = true;
+        /* Calls still waiting for polkit are answered now (Busy): nothing new starts. */
+        mnd_auth_cancel_all(m);
         (void) sd_notify(false, "STOPPING=1");
         log_info("Stopping every pen before exiting.");
 
         m->shutdown_pending = 1;        /* held until every stop was issued */
-        for (struct mnd_pen *p = m->pens; p; p = p->next) {
+        /* Every STOP out before the first session's end is written. */
+        (void) mnd_manager_send_stop_all(m);
+        for (struct mnd_pen *p = m->pens; p; p = p->next)
                 m->shutdown_pending++;
-                mnd_pen_stop(p, MND_SESSION_STOPPED, "stopped", shutdown_pen_done, m);
-        }
+        for (struct mnd_pen *p = m->pens; p; p = p->next)
+                mnd_pen_stop_finish(p, MND_SESSION_STOPPED, "stopped", shutdown_pen_done, m);
         /* Sessions without a pen cannot be running, but make sure. */
         for (struct mnd_session *s = m->sessions; s; s = s->next)
                 if (s->state == MND_SESSION_RUNNING)
@@ -916,7 +1007,9 @@ struct mnd_manager *mnd_manager_free(struct mnd_manager *m) {
                 if (!p->gone && p->link && !p->stop_in_flight && (!m->shutting_down || p->session))
                         (void) mnd_pen_link_stop(p->link, NULL, NULL);
 
-        /* Pens first: their pending calls complete (and are answered) while the bus is still there. */
+        /* Calls waiting for polkit first (answered Busy; their continuations never run), then the
+         * pens: their pending calls complete (and are answered) while the bus is still there. */
+        mnd_auth_done(m);
         while (m->pens)
                 pen_free(m->pens);
         m->discovery = mnd_discovery_free(m->discovery);

@@ -48,6 +48,7 @@ struct mnd_stop_waiter {
 };
 
 struct mnd_start_op;
+struct mnd_polkit;
 
 struct mnd_pen {
         struct mnd_manager *manager;
@@ -100,8 +101,11 @@ struct mnd_manager {
         int audit_error;
         uint64_t audit_session_max;             /* the highest session number handed out */
         struct mnd_ratelimit auth_failure_ratelimit;
+        struct mnd_ratelimit idle_stop_ratelimit;       /* Stop/StopAll records that stopped nothing */
         sd_bus_slot *audit_slot;
         struct mnd_audit_verifier *verifier;
+
+        struct mnd_polkit *polkit;              /* authorisation checks in flight (auth.c), system bus */
 
         struct mnd_pen *pens;
         struct mnd_session *sessions;           /* newest first */
@@ -135,6 +139,17 @@ void mnd_manager_shutdown(struct mnd_manager *m);
  */
 void mnd_pen_stop(struct mnd_pen *pen, enum mnd_session_state state, const char *reason, mnd_stop_fn fn,
                   void *userdata);
+
+/* The two halves of mnd_pen_stop(), for stopping several pens: every pen's STOP first
+ * (mnd_pen_stop_send: the frame only, nothing touches the disk), then each pen's
+ * mnd_pen_stop_finish (ends the running session, which writes its record; fn as above). */
+void mnd_pen_stop_send(struct mnd_pen *pen);
+void mnd_pen_stop_finish(struct mnd_pen *pen, enum mnd_session_state state, const char *reason, mnd_stop_fn fn,
+                         void *userdata);
+/* mnd_pen_stop_send() on every pen; returns whether any was active (mnd_pen_is_active). */
+bool mnd_manager_send_stop_all(struct mnd_manager *m);
+/* Whether a Stop has something to stop: a running or starting session, or needles running. */
+bool mnd_pen_is_active(const struct mnd_pen *pen);
 
 /* Ends a running session: persists the end, publishes it, detaches it from its pen. */
 void mnd_manager_end_session(struct mnd_manager *m, struct mnd_session *s, enum mnd_session_state state,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "session.h"
+#include "text.h"
 #include "util.h"
 
 static const char *const state_names[_MND_SESSION_STATE_MAX] = {
@@ -23,19 +24,8 @@ const char *mnd_session_state_name(enum mnd_session_state s) {
 }
 
 int mnd_session_check_text(const char *s, size_t max) {
-        size_t n;
-
-        if (!s)
-                return -EINVAL;
-        n = strlen(s);
-        if (n > max)
-                return -E2BIG;
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char) s[i];
-                if (c < 0x20 || c == 0x7f)
-                        return -EINVAL;
-        }
-        return 0;
+        /* The audit log's rules: what a session takes, the log records (C1 controls are refused too). */
+        return mnd_text_check(s, max);
 }
 
 struct mnd_session *mnd_session_free(struct mnd_session *s) {

@@ -115,6 +115,6 @@ int mnd_session_end(struct mnd_session *s, enum mnd_session_state state, const c
  * code_name when non-NULL). */
 const char *mnd_session_fault_reason(uint8_t code, const char *code_name, char *buf, size_t size);
 
-/* Options strings: valid UTF-8 assumed (D-Bus checked it); no control
- * characters, at most max bytes.  0, -E2BIG or -EINVAL. */
+/* Options strings: valid text as the audit log takes it (text.h: strict UTF-8, no
+ * control characters, C1 included), at most max bytes.  0, -E2BIG or -EINVAL. */
 int mnd_session_check_text(const char *s, size_t max);

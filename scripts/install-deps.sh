@@ -14,8 +14,9 @@ packages=(
         # mnctl: its shell completion's install directory and tests, busctl for its benchmark
         bash-completion systemd
         # system integration tests: udevadm and udev.pc, a D-Bus client acting as another
-        # user, the sqlite3 shell for tampering with an audit database on purpose
-        udev python3-dbus python3-gi sqlite3
+        # user, the sqlite3 shell for tampering with an audit database on purpose, a fake
+        # polkitd (python3-dbusmock's polkitd template) for the polkit test
+        udev python3-dbus python3-gi sqlite3 python3-dbusmock
 )
 
 missing=()

@@ -35,7 +35,7 @@ while read -r cmd; do
         for opt in $("$MNCTL" $cmd --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
                 grep -q -- "\*$opt\*" "$MAN" || fail "option '$opt' of '$cmd' is not in $(basename "$MAN")"
                 case $opt in
-                        --json|--user|--no-color|--help) continue ;;    # the completion's common options
+                        --json|--user|--no-color|--no-ask-password|--help) continue ;;  # the completion's common options
                 esac
                 grep -q "\[\"\{0,1\}$cmd\"\{0,1\}\]=\".*$opt\\b" "$COMPLETION" || fail "option '$opt' of '$cmd' is not in the completion"
         done

@@ -124,8 +124,17 @@ if [ "${1:-}" = inner ]; then
         json 0 "--kind refusal" "len(d['events']) == 1 and d['events'][0]['pen'] == 'MNS-0001' and '3.10 mm' in d['events'][0]['message']" M audit list --json --kind refusal
         json 0 "--kind of a kind mnd never wrote (passed on as it is)" "d['events'] == []" M audit list --json --kind no-such-kind
         wait_for "both pens" pens 2
-        json 0 "--pen, a prefix of a connected pen" "len(d['events']) >= 3 and all(e['pen'] == 'MNU-0001' for e in d['events'])" M audit list --json --pen MNU
-        json 0 "--pen, another case" "len(d['events']) >= 2 and all(e['pen'] == 'MNS-0001' for e in d['events'])" M audit list --json --pen mns
+        json 0 "--pen, a whole serial" "len(d['events']) >= 3 and all(e['pen'] == 'MNU-0001' for e in d['events'])" M audit list --json --pen MNU-0001
+        # A prefix that no event has as its pen: the one connected pen it starts, said on stderr only.
+        run 0 "--pen, a prefix of a connected pen [json]" M audit list --json --pen MNU
+        has_err "^mnctl: --pen MNU taken as MNU-0001"
+        py "--pen, a prefix of a connected pen: stdout is the events, as JSON" '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["events"]) >= 3 and all(e["pen"] == "MNU-0001" for e in d["events"]), d
+' "$WORK/out"
+        # Serials are case-sensitive: another case is another (unknown) pen.
+        json 0 "--pen, another case is not that pen" "d['events'] == []" M audit list --json --pen mns
         json 0 "--pen, a pen not connected is taken as given" "d['events'] == []" M audit list --json --pen GONE-0001
         run 0 "--pen, nothing matches" M audit list --pen GONE-0001
         has "^No audit events match."
@@ -260,6 +269,16 @@ assert len(rows) >= 2 and all(r["session"] == sys.argv[2] for r in rows), rows
         run 5 "audit export as another user" N audit export --output "$WORK/denied.csv"
         [ -e "$WORK/denied.csv" ] && fail "a refused export left a file"
 
+        # ---- more than one page (1000 events) for an export that fails part way ----
+        # Refusals by the daemon, each on the log; a call lost on a loaded machine is made up for.
+        for round in $(seq 10); do
+                [ "$(count)" -gt 1010 ] && break
+                seq 300 | xargs -P 4 -I{} busctl --user call org.microneedle.Mnd1 /org/microneedle/Mnd1/pen/MNS_2d0001 \
+                        org.microneedle.Mnd1.Pen SetDepth u 3100 >/dev/null 2>&1
+        done
+        [ "$(count)" -gt 1010 ] || fail "only $(count) events after many refusals"
+        echo "ok: $(count) events in the log"
+
         # ---- a broken chain: edit an event while mnd is stopped ----
         kill -TERM "$mnd_pid"
         wait "$mnd_pid"
@@ -267,15 +286,54 @@ assert len(rows) >= 2 and all(r["session"] == sys.argv[2] for r in rows), rows
         run 7 "audit verify without mnd" M audit verify
         json 7 "audit list without mnd" "d['error']['name'] == 'org.freedesktop.DBus.Error.ServiceUnknown'" M --json audit list
         command -v sqlite3 >/dev/null || fail "sqlite3 (the CLI) is missing"
-        sqlite3 "$WORK/state/audit.sqlite" "DROP TRIGGER events_no_update; UPDATE events SET operator = 'Someone Else' WHERE seq = $seq;" ||
+        # The operator now holds terminal controls (ESC [2J, and CSI as U+009B); a refusal late in the
+        # log names a pen "MNU-000" that is no longer connected (a prefix of MNU-0001); and one
+        # event on the second page holds a message that is not UTF-8, which the daemon cannot send.
+        sqlite3 "$WORK/state/audit.sqlite" "DROP TRIGGER events_no_update;
+                UPDATE events SET operator = 'Someone' || char(27) || '[2J' || char(155) || ' Else' WHERE seq = $seq;
+                UPDATE events SET pen = 'MNU-000' WHERE seq = (SELECT MAX(seq) FROM events WHERE kind = 'refusal');
+                UPDATE events SET message = CAST(X'C328' AS TEXT) WHERE seq = (SELECT MIN(seq) FROM events WHERE kind = 'refusal' AND seq > 1000);" ||
                 fail "cannot edit the audit database"
         start_mnd
         run 8 "audit verify of an altered log" M audit verify
         has "^Result: *BROKEN$"; has "^First bad seq: *$seq$"
         has_err "hash chain is broken at event $seq"
         json 8 "audit verify of an altered log" "d['ok'] is False and d['first_bad_seq'] == $seq and d['count'] > $seq and len(d['head_hash']) == 64 and d['error']['name'] == 'org.microneedle.mnctl.Error.AuditChainBroken'" M audit verify --json
-        # The altered event still reads (as it now is).
-        json 0 "audit show of the altered event" "d['event']['operator'] == 'Someone Else'" M --json audit show "$seq"
+        # The altered event still reads (as it now is): JSON as it is, text with the controls escaped.
+        json 0 "audit show of the altered event" "d['event']['operator'] == 'Someone\x1b[2J\x9b Else'" M --json audit show "$seq"
+        run 0 "audit show of an event with terminal controls" M audit show "$seq"
+        has '^Operator: *Someone\\x1b\[2J\\u009b Else$'
+        py "audit show: no control character reaches the terminal" '
+import sys
+t = open(sys.argv[1], encoding="utf-8").read()
+bad = [c for c in t if (ord(c) < 32 and c != "\n") or 0x7f <= ord(c) <= 0x9f]
+assert not bad, bad
+' "$WORK/out"
+        run 0 "audit list of an event with terminal controls" M audit list --session "$session"
+        py "audit list: no control character reaches the terminal" '
+import sys
+t = open(sys.argv[1], encoding="utf-8").read()
+assert not [c for c in t if (ord(c) < 32 and c != "\n") or 0x7f <= ord(c) <= 0x9f]
+assert "Someone" in t
+' "$WORK/out"
+
+        # --pen of a pen no longer connected whose serial is a prefix of a connected one's: that
+        # pen, exactly (an event in the log has it), not the connected MNU-0001.
+        json 0 "--pen, a gone pen that is a prefix of a connected pen's serial" "len(d['events']) == 1 and d['events'][0]['pen'] == 'MNU-000'" M audit list --json --pen MNU-000
+        run 0 "--pen, a gone pen, text" M audit list --pen MNU-000
+        has "refusal *MNU-000 "
+        [ -z "$err" ] || fail "--pen of a pen in the log said: $err"
+
+        # An export to standard output that fails part way (the second page cannot be read)
+        # leaves nothing there but the error: never a part of an array.
+        run 6 "export json to stdout, failing on the second page" M audit export --format json
+        [ -z "$out" ] || fail "a failed export left on stdout: $(head -c 300 <<<"$out")"
+        has_err "cannot read the audit log"
+        json 6 "export json to stdout, failing on the second page" "d['error']['exit_code'] == 6" M --json audit export
+        run 6 "export csv to stdout, failing on the second page" M audit export
+        [ -z "$out" ] || fail "a failed csv export left on stdout: $(head -c 300 <<<"$out")"
+        run 6 "export to a file, failing on the second page" M audit export --format json --output "$WORK/partial.json"
+        [ -e "$WORK/partial.json" ] && fail "a failed export left a file"
 
         kill -TERM "$mnd_pid"
         wait "$mnd_pid"

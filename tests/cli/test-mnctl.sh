@@ -274,6 +274,18 @@ if [ "${1:-}" = inner ]; then
         has "Stopped every pen (2)."
         json 0 "stop --all" 'd["all"] is True and sorted(d["stopped"]) == ["MNS-0001", "MNU-0001"]' M --json stop --all
         run 2 "stop PEN --all" M stop MNU --all
+        # A PEN prefix of several pens stops each of them (stopping is never made harder), exit 0.
+        ctl remove-cartridge MNU-0001
+        ctl cartridge MNU-0001 CART-T-0005
+        wait_for "MNU-0001 with the new cartridge" info_has MNU CART-T-0005
+        M start MNU --area nose --duration 5m --depth 0.5mm >/dev/null || fail "start before stop MN"
+        run 0 "stop with a prefix of several pens" M stop MN
+        has "^MNU-0001: stopped$"; has "^MNS-0001: stopped$"
+        has_err "'MN' matches 2 pens: stopped each of them"
+        wait_for "MNU-0001 idle after stop MN" info_has MNU "^State: *idle"
+        json 0 "stop, the running pen has stopped" 'd["pen"]["state"] == "idle" and d["session"] is None' M --json info MNU
+        json 0 "stop with a prefix of several pens" 'd["all"] is False and sorted(d["stopped"]) == ["MNS-0001", "MNU-0001"]' M --json stop mn
+        run 3 "stop with a prefix of no pen" M stop XYZ
 
         # Not authorised: another uid may read but not operate.  Acting as
         # another uid needs root (CI runs as root): anything else is a failure.
@@ -311,9 +323,18 @@ forehead
 set-depth" ] || fail "completion gave: $got"
         echo "ok: the completion offers pens, areas and commands"
 
-        # Unplug and plug: monitor sees it; a gone pen is "not found" (exit 3).
+        # Unplug and plug: monitor sees it; a gone pen is "not found" (exit 3).  A watch --json of
+        # the pen (waiting for a session) ends with the error as one more JSON line.
+        env -u LD_PRELOAD "$MNCTL" --user --json watch MNS >"$WORK/watch-gone.json" 2>&1 &
+        watchg=$!
+        bg+=($watchg)
+        wait_for "watch --json to print its first line" test -s "$WORK/watch-gone.json"
         ctl unplug MNS-0001
         wait_for "MNS-0001 to go" pens 1
+        wait $watchg; st=$?
+        [ $st = 3 ] || fail "watch --json of an unplugged pen exited $st: $(cat "$WORK/watch-gone.json")"
+        jsonl "watch --json: the error is one more JSON line" "$WORK/watch-gone.json" \
+                'len(l) >= 2 and "pen" in l[0] and l[-1]["error"]["exit_code"] == 3 and "disconnected" in l[-1]["error"]["message"] and all("error" not in x for x in l[:-1])'
         run 3 "info of an unplugged pen" M info MNS-0001
         run 0 "info without PEN, one pen" M info
         has "^Serial: *MNU-0001"
@@ -342,6 +363,65 @@ set-depth" ] || fail "completion gave: $got"
         run 7 "list after mnd exited" M list
         has_err "mnd is not running"
         json 7 "list after mnd exited" 'd["error"]["name"] == "org.freedesktop.DBus.Error.ServiceUnknown"' M --json list
+
+        # A clinic that lowers the global depth cap below an area's: mnctl names the cap the
+        # daemon names, word for word (the clinic's, not the area's); an area lowered further
+        # is named by both.  A fresh state directory: the cartridges are new to it.
+        printf '[limits]\nmax_depth_um = 500\n[area.nose]\nmax_depth_um = 400\n' >"$WORK/clinic.conf"
+        "$MND" --user --state-dir "$WORK/state2" --config "$WORK/clinic.conf" >>"$WORK/mnd.log" 2>&1 &
+        mnd_pid=$!
+        bg+=($mnd_pid)
+        wait_for "mnd with the clinic's caps and both pens" pens 2
+        wait_for "MNU-0001 idle" info_has MNU "^State: *idle"
+        pen_call() { env -u LD_PRELOAD busctl --user call org.microneedle.Mnd1 /org/microneedle/Mnd1/pen/MNU_2d0001 org.microneedle.Mnd1.Pen "$@" 2>&1; }
+        # same_refusal DESCRIPTION DAEMON-OUTPUT WANT: mnctl's refusal ($err) is the daemon's.
+        same_refusal() {
+                local mine=${err#mnctl: } theirs=${2#Call failed: }
+                [ "$mine" = "$theirs" ] || fail "$1: mnctl says '$mine', the daemon '$theirs'"
+                grep -q -- "$3" <<<"$mine" || fail "$1: '$mine' lacks '$3'"
+                echo "ok: $1: mnctl and the daemon both say '$mine'"
+        }
+        run 4 "set-depth over the clinic's cap, no session" M set-depth MNU 0.6mm
+        same_refusal "set-depth over the clinic's cap" "$(pen_call SetDepth u 600)" "exceeds the clinic's cap of 0.50 mm"
+        run 4 "start over the clinic's cap in an area with a higher cap" M start MNU --area forehead --duration 1m --depth 0.6mm
+        same_refusal "start over the clinic's cap" "$(pen_call StartSession 'a{sv}' 3 area s forehead duration_s u 60 depth_um u 600)" \
+                "exceeds the clinic's cap of 0.50 mm"
+        run 4 "start over an area's cap below the clinic's" M start MNU --area nose --duration 1m --depth 0.45mm
+        same_refusal "start over an area's own cap" "$(pen_call StartSession 'a{sv}' 3 area s nose duration_s u 60 depth_um u 450)" \
+                "exceeds the 0.40 mm cap for area 'nose'"
+        M start MNU --area forehead --duration 5m --depth 0.5mm >/dev/null || fail "start in forehead at 0.5 mm"
+        run 4 "set-depth over the clinic's cap in a forehead session" M set-depth MNU 0.6mm
+        same_refusal "set-depth in a session over the clinic's cap" "$(pen_call SetDepth u 600)" "exceeds the clinic's cap of 0.50 mm"
+        json 0 "limits with the clinic's caps" '{"area": "forehead", "max_depth_um": 500, "max_speed_hz": 300, "max_duration_s": 1200} in d["areas"] and {"area": "nose", "max_depth_um": 400, "max_speed_hz": 300, "max_duration_s": 600} in d["areas"]' M --json limits
+        run 0 "stop the forehead session" M stop MNU
+
+        # start --wait: an interrupt that comes while StartSession is under way, or right after it
+        # returned (before mnctl has set up following the session), still stops the pen.  strace
+        # slows every read of mnctl's, so that SIGINT comes in that window.
+        command -v strace >/dev/null || fail "strace is missing (scripts/install-deps.sh installs it)"
+        env -u LD_PRELOAD strace -o /dev/null true 2>/dev/null || fail "strace cannot trace here (ptrace refused?)"
+        {
+                env -u LD_PRELOAD strace -o /dev/null -e trace=recvmsg -e inject=recvmsg:delay_enter=150000 \
+                        "$MNCTL" --user start MNS --area cheeks --duration 5m --depth 0.5mm --wait \
+                        >"$WORK/start-int.txt" 2>&1 </dev/null &
+                tracer=$!
+                bg+=($tracer)
+                session_of() { busctl --user get-property org.microneedle.Mnd1 /org/microneedle/Mnd1/pen/MNS_2d0001 org.microneedle.Mnd1.Pen Session; }
+                for i in $(seq 1000); do
+                        session_of 2>/dev/null | grep -q 'session/' && break
+                        sleep 0.01
+                done
+                session_of | grep -q 'session/' || fail "start --wait under strace started no session: $(cat "$WORK/start-int.txt")"
+                kill -INT "$(pgrep -P "$tracer" | head -1)" || fail "no mnctl under strace"
+                wait "$tracer"; st=$?
+                [ $st = 6 ] || fail "start --wait interrupted right after StartSession exited $st (killed?): $(cat "$WORK/start-int.txt")"
+                grep -q "Interrupted: pen MNS-0001 stopped." "$WORK/start-int.txt" || fail "start --wait did not say it stopped the pen: $(cat "$WORK/start-int.txt")"
+                wait_for "MNS-0001 idle after the interrupt" info_has MNS "^State: *idle"
+                json 0 "the interrupted session was stopped" 'd["session"] is None and d["pen"]["state"] == "idle"' M --json status MNS
+                echo "ok: Ctrl-C right after StartSession stopped the pen"
+        }
+        kill -TERM $mnd_pid
+        wait $mnd_pid
         echo "inner: all passed"
         exit 0
 fi
@@ -354,8 +434,10 @@ WORK=$(mktemp -d "$4/run.XXXXXX") || fail "mktemp"
 chmod 755 "$WORK"       # another uid connects to the bus socket in here
 mkdir "$WORK/state"
 bus_pid=""
+abus_pid=""
 cleanup() {
         [ -n "$bus_pid" ] && kill "$bus_pid" 2>/dev/null
+        [ -n "$abus_pid" ] && kill "$abus_pid" 2>/dev/null
         rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -414,6 +496,48 @@ run 7 "bus without mnd" "$MNCTL" --user list
 has_err "mnd is not running: nobody owns org.microneedle.Mnd1 on the session bus"
 json 7 "bus without mnd" 'd["error"]["name"] == "org.freedesktop.DBus.Error.ServiceUnknown"' "$MNCTL" --user --json status
 run 7 "monitor without mnd" "$MNCTL" --user monitor
+json 7 "monitor without mnd" 'd["error"]["exit_code"] == 7' "$MNCTL" --user --json monitor
+[ "$(wc -l <"$WORK/out")" = 1 ] || fail "monitor --json: the error is not one line (JSON Lines): $out"
+json 7 "watch without mnd" 'd["error"]["exit_code"] == 7' "$MNCTL" --user --json watch
+[ "$(wc -l <"$WORK/out")" = 1 ] || fail "watch --json: the error is not one line (JSON Lines): $out"
+
+# The completion's helpers never start mnd by bus activation, nor wait long: a bus where
+# org.microneedle.Mnd1 is activatable (its Exec only leaves a mark) but not running.
+mkdir "$WORK/services"
+cat >"$WORK/services/org.microneedle.Mnd1.service" <<SERVICE
+[D-BUS Service]
+Name=org.microneedle.Mnd1
+Exec=/bin/sh -c 'touch $WORK/activated'
+SERVICE
+sed -e "s|<listen>unix:path=$WORK/bus.sock</listen>|<listen>unix:path=$WORK/abus.sock</listen><servicedir>$WORK/services</servicedir>|" \
+        "$WORK/bus.conf" >"$WORK/abus.conf"
+dbus-daemon --config-file="$WORK/abus.conf" --fork --print-address=3 --print-pid=4 3>"$WORK/aaddr" 4>"$WORK/apid" \
+        || fail "cannot start the activating dbus-daemon"
+abus_pid=$(cat "$WORK/apid")
+A() { env DBUS_SESSION_BUS_ADDRESS="$(cat "$WORK/aaddr")" "$@"; }
+for cmd in "list --serials" "limits --areas"; do
+        t0=$(date +%s%N)
+        run 7 "$cmd with mnd activatable but not running" A "$MNCTL" --user $cmd
+        t1=$(date +%s%N)
+        [ $(( (t1 - t0) / 1000000 )) -lt 1500 ] || fail "$cmd took $(( (t1 - t0) / 1000000 )) ms"
+        has_err "mnd is not running"
+done
+got=$(A bash -c '
+        . /usr/share/bash-completion/bash_completion 2>/dev/null || _init_completion() { cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}; words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD; }
+        . "$1"
+        t() { COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; read -r -a COMP_WORDS <<<"$COMP_LINE"; [[ $COMP_LINE == *" " ]] && COMP_WORDS+=(""); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMPREPLY=(); _mnctl; echo "${COMPREPLY[*]}"; }
+        PATH=$2:$PATH
+        t "mnctl --user info "; t "mnctl --user start --area "' _ "$COMPLETION" "$(dirname "$MNCTL")")
+[ -z "$(echo $got)" ] || fail "the completion offered '$got' without mnd"
+sleep 0.5
+[ -e "$WORK/activated" ] && fail "the completion's calls started mnd by bus activation"
+echo "ok: list --serials, limits --areas and the completion did not activate mnd"
+# The bus does activate on an ordinary call: the check above means something.
+A busctl --user --timeout=5 call org.microneedle.Mnd1 /org/microneedle/Mnd1 org.freedesktop.DBus.Peer Ping >/dev/null 2>&1
+wait_for "activation by an ordinary call" test -e "$WORK/activated"
+echo "ok: an ordinary call does activate mnd on that bus"
+kill "$abus_pid" 2>/dev/null
+abus_pid=""
 
 # The rest inside mnsim, with the daemon.
 export TMPDIR=$WORK

@@ -264,6 +264,83 @@ static void test_pen_resolve(void **state) {
         assert_int_equal(mnctl_pen_resolve(none, "MNU", &i), -ENODEV);
 }
 
+/* Serials are case-sensitive where it matters (the audit filter --pen). */
+static void test_pen_resolve_case(void **state) {
+        const char *two[] = { "MNU-0001", "MNS-0001", NULL };
+        const char *nested[] = { "MNU-1", "MNU-10", NULL };
+        size_t i = 99;
+        char *m;
+
+        assert_int_equal(mnctl_pen_resolve_full(two, "mns", false, &i), -ENODEV);
+        assert_int_equal(i, 99);
+        assert_int_equal(mnctl_pen_resolve_full(two, "mns", true, &i), 0);
+        assert_int_equal(i, 1);
+        assert_int_equal(mnctl_pen_resolve_full(two, "MNS", false, &i), 0);
+        assert_int_equal(i, 1);
+        assert_int_equal(mnctl_pen_resolve_full(two, "MN", false, &i), -ENOTUNIQ);
+        assert_int_equal(mnctl_pen_resolve_full(two, "mn", false, &i), -ENODEV);
+        assert_int_equal(mnctl_pen_resolve_full(nested, "MNU-1", false, &i), 0);
+        assert_int_equal(i, 0);
+        assert_true(mnctl_pen_prefix_matches("MNU-10", "mnu", true));
+        assert_false(mnctl_pen_prefix_matches("MNU-10", "mnu", false));
+        assert_true(mnctl_pen_prefix_matches("MNU-10", "", false));
+
+        m = mnctl_pen_resolve_message_full(-ENOTUNIQ, "MNU", (const char *[]) { "MNU-1", "mnu-2", "MNU-3", NULL }, false);
+        assert_non_null(m);
+        assert_string_equal(m, "'MNU' matches more than one pen (MNU-1, MNU-3); give more of the serial number");
+        free(m);
+}
+
+/* ---- set-depth and set-speed's check before the call ---- */
+
+static void pen_with(struct mnctl_pen *p, const char *state, uint32_t step, uint32_t speed_max) {
+        *p = (struct mnctl_pen) {
+                .state = (char *) state,
+                .depth_range = { 0, 2500, step },
+                .speed_range = { 50, speed_max },
+        };
+}
+
+static void test_check_setpoint(void **state) {
+        char reason[MNP_REASON_MAX];
+        struct mnp_limits l;
+        struct mnctl_pen p;
+
+        mnp_limits_init(&l);
+
+        /* A pen still connecting reports no ranges yet (zeros): only the caps are checked. */
+        pen_with(&p, "connecting", 0, 0);
+        assert_false(mnctl_pen_ranges_known(&p));
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, true, 600, reason, sizeof(reason)), 0);
+        assert_string_equal(reason, "");
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, false, 120, reason, sizeof(reason)), 0);
+        /* ... the caps still bind: the absolute one, and the area's. */
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, true, 3100, reason, sizeof(reason)), -ERANGE);
+        assert_int_equal(mnctl_check_setpoint(&l, &p, "forehead", true, 800, reason, sizeof(reason)), -ERANGE);
+        assert_non_null(strstr(reason, "forehead"));
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, false, 301, reason, sizeof(reason)), -ERANGE);
+        /* A state that says nothing, but a zero step: not known either (never "a step of 0 mm"). */
+        pen_with(&p, "idle", 0, 200);
+        assert_false(mnctl_pen_ranges_known(&p));
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, true, 600, reason, sizeof(reason)), 0);
+        assert_null(strstr(reason, "step"));
+        /* Connecting, even with numbers: the pen's part waits for the daemon. */
+        pen_with(&p, "connecting", 50, 200);
+        assert_false(mnctl_pen_ranges_known(&p));
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, true, 525, reason, sizeof(reason)), 0);
+
+        /* Once known, the pen's range and step count. */
+        pen_with(&p, "idle", 50, 200);
+        assert_true(mnctl_pen_ranges_known(&p));
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, true, 600, reason, sizeof(reason)), 0);
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, true, 525, reason, sizeof(reason)), -EDOM);
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, true, 2550, reason, sizeof(reason)), -ERANGE);
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, false, 201, reason, sizeof(reason)), -ERANGE);
+        assert_int_equal(mnctl_check_setpoint(&l, &p, NULL, false, 40, reason, sizeof(reason)), -ERANGE);
+        /* An area libmnp does not know is left to the caps (the daemon names it). */
+        assert_int_equal(mnctl_check_setpoint(&l, &p, "elbow", true, 600, reason, sizeof(reason)), 0);
+}
+
 static void message_is(int r, const char *arg, const char **serials, const char *want) {
         char *m = mnctl_pen_resolve_message(r, arg, serials);
 
@@ -405,6 +482,77 @@ static void test_json_writer(void **state) {
         free(buf);
 }
 
+/* ---- text for a terminal ---- */
+
+static void text_is(const char *s, bool keep_newline, const char *want) {
+        char buf[256];
+        char *d;
+        size_t n;
+
+        n = mnctl_escape_text(s, keep_newline, buf, sizeof(buf));
+        assert_string_equal(buf, want);
+        assert_int_equal(n, strlen(want));
+        d = mnctl_text_dup(s, keep_newline);
+        assert_non_null(d);
+        assert_string_equal(d, want);
+        free(d);
+}
+
+static void test_escape_text(void **state) {
+        char buf[256], small[8];
+        char *out = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        /* Printable text, ASCII and UTF-8, as it is. */
+        text_is("MNU-0001", false, "MNU-0001");
+        text_is("Dr. M\xc3\xbcller, \"Ann\" \xe2\x82\xac \xf0\x9f\x98\x80", false,
+                "Dr. M\xc3\xbcller, \"Ann\" \xe2\x82\xac \xf0\x9f\x98\x80");
+        text_is("", false, "");
+        text_is(NULL, false, "");
+        /* C0 and DEL. */
+        text_is("a\x1b[2Jb", false, "a\\x1b[2Jb");
+        text_is("\a\b\x7f", false, "\\x07\\x08\\x7f");
+        text_is("l1\nl2\r\tx", false, "l1\\nl2\\r\\tx");
+        text_is("l1\nl2\r", true, "l1\nl2\\r");
+        /* C1: CSI (U+009B), NEL (U+0085), U+0080 and U+009F; U+00A0 is printable. */
+        text_is("x\xc2\x9b" "31my", false, "x\\u009b31my");
+        text_is("\xc2\x85\xc2\x80\xc2\x9f\xc2\xa0", false, "\\u0085\\u0080\\u009f\xc2\xa0");
+        /* Bidirectional controls: RLO, LRI, PDI, LRM, ALM. */
+        text_is("a\xe2\x80\xae" "b\xe2\x81\xa6" "c\xe2\x81\xa9\xe2\x80\x8e\xd8\x9c", false,
+                "a\\u202eb\\u2066c\\u2069\\u200e\\u061c");
+        /* Invalid UTF-8: each byte of no valid character; an overlong form; a surrogate; a lone continuation. */
+        text_is("\xff\xfe", false, "\\xff\\xfe");
+        text_is("\xc0\xaf", false, "\\xc0\\xaf");
+        text_is("\xed\xa0\x80", false, "\\xed\\xa0\\x80");
+        text_is("a\x80" "b\xc3", false, "a\\x80b\\xc3");
+        /* A backslash, so that the result is unambiguous. */
+        text_is("C:\\x1b", false, "C:\\\\x1b");
+
+        /* Cut only between pieces, NUL-terminated; the return value is the whole length. */
+        assert_int_equal(mnctl_escape_text("ab\x1b", false, small, 6), 6);
+        assert_string_equal(small, "ab");
+        assert_int_equal(mnctl_escape_text("abc", false, small, 3), 3);
+        assert_string_equal(small, "ab");
+        assert_int_equal(mnctl_escape_text("abc", false, NULL, 0), 3);
+        assert_string_equal(mnctl_escape("\xc2\x9b", buf, sizeof(buf)), "\\u009b");
+
+        /* The same through a FILE, and every byte value in a row: nothing but printable text comes out. */
+        f = open_memstream(&out, &size);
+        assert_non_null(f);
+        for (unsigned b = 1; b < 256; b++) {
+                char one[2] = { (char) b, 0 };
+
+                mnctl_fputs_text(f, one, false);
+        }
+        mnctl_fputs_text(f, "\xc2\x9b", false);
+        assert_int_equal(fclose(f), 0);
+        for (const unsigned char *p = (const unsigned char *) out; *p; p++)
+                assert_true(*p >= 0x20 && *p < 0x7f);
+        assert_non_null(strstr(out, "\\u009b"));
+        free(out);
+}
+
 /* ---- tables ---- */
 
 static void test_table(void **state) {
@@ -439,6 +587,29 @@ static void test_table(void **state) {
         free(buf);
         table_free(t);
         assert_int_equal(mnctl_utf8_width("a\xc2\xb5\xe2\x82\xac"), 3);
+}
+
+/* A table (list, limits, audit list) shows its cells escaped, aligned by what is shown. */
+static void test_table_escapes(void **state) {
+        static const char *const headers[] = { "SERIAL", "CARTRIDGE", NULL };
+        struct table *t = table_new(headers);
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        assert_non_null(t);
+        assert_int_equal(table_add_row(t, (const char *const[]) { "MNU-0001", "C\xc2\x9b" "2J\x1b]0;x\a" }), 0);
+        assert_int_equal(table_add_row(t, (const char *const[]) { "MNS\xff", "-" }), 0);
+        f = open_memstream(&buf, &size);
+        assert_non_null(f);
+        table_print(t, f, false);
+        assert_int_equal(fclose(f), 0);
+        assert_string_equal(buf,
+                            "SERIAL    CARTRIDGE\n"
+                            "MNU-0001  C\\u009b2J\\x1b]0;x\\x07\n"
+                            "MNS\\xff   -\n");
+        free(buf);
+        table_free(t);
 }
 
 static void test_color(void **state) {
@@ -529,12 +700,16 @@ int main(void) {
                 cmocka_unit_test(test_reason_buffer),
                 cmocka_unit_test(test_format),
                 cmocka_unit_test(test_pen_resolve),
+                cmocka_unit_test(test_pen_resolve_case),
+                cmocka_unit_test(test_check_setpoint),
                 cmocka_unit_test(test_pen_messages),
                 cmocka_unit_test(test_pen_path),
                 cmocka_unit_test(test_json_escape),
                 cmocka_unit_test(test_json_every_byte),
                 cmocka_unit_test(test_json_writer),
+                cmocka_unit_test(test_escape_text),
                 cmocka_unit_test(test_table),
+                cmocka_unit_test(test_table_escapes),
                 cmocka_unit_test(test_color),
                 cmocka_unit_test(test_exit_codes),
                 cmocka_unit_test(test_fail_first_wins),

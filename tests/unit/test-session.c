@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "session.h"
+#include "text.h"
 
 static struct mnd_session *new_session(uint32_t planned_s) {
         struct mnd_session *s = NULL;
@@ -159,6 +160,37 @@ static void test_check_text(void **state) {
         assert_int_equal(mnd_session_check_text("a\tb", 4), -EINVAL);
         assert_int_equal(mnd_session_check_text("a\x7f", 4), -EINVAL);
         assert_int_equal(mnd_session_check_text(NULL, 4), -EINVAL);
+        /* The audit log's rules: C1 controls (U+0080..U+009F) and invalid UTF-8 are refused too. */
+        assert_int_equal(mnd_session_check_text("Dr\xc2\x85X", 128), -EINVAL);
+        assert_int_equal(mnd_session_check_text("\xc2\x9f", 128), -EINVAL);
+        assert_int_equal(mnd_session_check_text("\xc2\xa0", 128), 0);
+        assert_int_equal(mnd_session_check_text("\xc3", 128), -EINVAL);
+        assert_int_equal(mnd_session_check_text("\xed\xa0\x80", 128), -EINVAL);   /* a surrogate */
+        assert_true(mnd_text_is_valid("a\tb\nc", 5, true));
+        assert_false(mnd_text_is_valid("a\tb", 3, false));
+}
+
+static void test_text_quote(void **state) {
+        char buf[MND_TEXT_QUOTE_SIZE(32)], small[MND_TEXT_QUOTE_SIZE(4)];
+        char key[40];
+
+        /* 31 'k' and a two-byte character: cut before it, never inside. */
+        memset(key, 'k', 31);
+        strcpy(key + 31, "\xc3\xa9");
+        mnd_text_quote(key, 32, buf, sizeof(buf));
+        assert_int_equal(strlen(buf), 34);
+        assert_memory_equal(buf + 31, "...", 4);
+        assert_true(mnd_text_is_valid(buf, strlen(buf), false));
+
+        assert_string_equal(mnd_text_quote("h\xc3\xa9", 32, buf, sizeof(buf)), "h\xc3\xa9");
+        assert_string_equal(mnd_text_quote(NULL, 32, buf, sizeof(buf)), "");
+        /* Controls, C1 included, and stray bytes are escaped. */
+        assert_string_equal(mnd_text_quote("a\nb\xc2\x85\xff", 32, buf, sizeof(buf)), "a\\x0ab\\xc2\\x85\\xff");
+        assert_string_equal(mnd_text_quote("a\nb", 4, small, sizeof(small)), "a...");
+        assert_string_equal(mnd_text_quote("abcd", 4, small, sizeof(small)), "abcd");
+        assert_string_equal(mnd_text_quote("abcde", 4, small, sizeof(small)), "abcd...");
+        /* max larger than the buffer allows: the buffer wins. */
+        assert_string_equal(mnd_text_quote("abcdefgh", 100, small, sizeof(small)), "abcd...");
 }
 
 /* The session record (numbers, sessions left running, torn lines) is the audit log's now:
@@ -171,6 +203,7 @@ int main(void) {
                 cmocka_unit_test(test_end),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_check_text),
+                cmocka_unit_test(test_text_quote),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
