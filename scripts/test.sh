@@ -74,10 +74,11 @@ if [ "$fuzzers" -eq 0 ]; then
 fi
 
 step "benchmarks"
-for bench in "$out"/release/tests/bench/bench-*; do
-        [ -x "$bench" ] || continue
-        echo "-- $(basename "$bench")"
-        "$bench"
-done
+rel="$out/release"
+bench() { printf '\n-- %s\n' "$(basename "$1")"; "$@"; }
+bench "$rel/tests/bench/bench-frame"
+bench "$rel/tests/bench/bench-audit"
+bench "$rel/tests/bench/bench-mnd" --mnsim "$rel/firmware-sim/mnsim" "$rel/daemon/mnd"
+bench "$rel/tests/bench/bench-mnctl"
 
 step "all tests passed"
