@@ -369,52 +369,37 @@ bool mnctl_audit_kind_valid(const char *kind) {
         return true;
 }
 
+/* One {sv} entry of the filter, if given. */
+static int filter_append_t(sd_bus_message *m, bool given, const char *key, uint64_t value) {
+        return given ? sd_bus_message_append(m, "{sv}", key, "t", value) : 0;
+}
+
+static int filter_append_s(sd_bus_message *m, const char *key, const char *value) {
+        return value ? sd_bus_message_append(m, "{sv}", key, "s", value) : 0;
+}
+
 int mnctl_audit_filter_append(sd_bus_message *m, const struct mnctl_audit_filter *f) {
         int r;
 
         r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = filter_append_t(m, f->has_since, "since", f->since);
+        if (r >= 0)
+                r = filter_append_t(m, f->has_until, "until", f->until);
+        if (r >= 0)
+                r = filter_append_s(m, "pen", f->pen);
+        if (r >= 0)
+                r = filter_append_t(m, f->session > 0, "session", f->session);
+        if (r >= 0)
+                r = filter_append_s(m, "cartridge", f->cartridge);
+        if (r >= 0)
+                r = filter_append_s(m, "kind", f->kind);
+        if (r >= 0)
+                r = filter_append_t(m, f->after_seq > 0, "after_seq", f->after_seq);
+        if (r >= 0 && f->limit > 0)
+                r = sd_bus_message_append(m, "{sv}", "limit", "u", f->limit);
         if (r < 0)
                 return r;
-        if (f->has_since) {
-                r = sd_bus_message_append(m, "{sv}", "since", "t", f->since);
-                if (r < 0)
-                        return r;
-        }
-        if (f->has_until) {
-                r = sd_bus_message_append(m, "{sv}", "until", "t", f->until);
-                if (r < 0)
-                        return r;
-        }
-        if (f->pen) {
-                r = sd_bus_message_append(m, "{sv}", "pen", "s", f->pen);
-                if (r < 0)
-                        return r;
-        }
-        if (f->session > 0) {
-                r = sd_bus_message_append(m, "{sv}", "session", "t", f->session);
-                if (r < 0)
-                        return r;
-        }
-        if (f->cartridge) {
-                r = sd_bus_message_append(m, "{sv}", "cartridge", "s", f->cartridge);
-                if (r < 0)
-                        return r;
-        }
-        if (f->kind) {
-                r = sd_bus_message_append(m, "{sv}", "kind", "s", f->kind);
-                if (r < 0)
-                        return r;
-        }
-        if (f->after_seq > 0) {
-                r = sd_bus_message_append(m, "{sv}", "after_seq", "t", f->after_seq);
-                if (r < 0)
-                        return r;
-        }
-        if (f->limit > 0) {
-                r = sd_bus_message_append(m, "{sv}", "limit", "u", f->limit);
-                if (r < 0)
-                        return r;
-        }
         return sd_bus_message_close_container(m);
 }
 

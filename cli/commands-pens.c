@@ -161,35 +161,47 @@ static int load_named_pen(struct mnctl *c, const char *arg, struct mnctl_pen *re
         return mnctl_load_pen(c, path, ret);
 }
 
+/* Loads the pen a command names and its session, if it has one (else s stays empty). */
+static int load_pen_and_session(struct mnctl *c, const struct mnctl_args *a, struct mnctl_pen *p,
+                                struct mnctl_session *s) {
+        int r;
+
+        r = load_named_pen(c, a->npos > 0 ? a->pos[0] : NULL, p);
+        if (r < 0)
+                return r;
+        if (mnctl_pen_has_session(p))
+                return mnctl_load_session(c, p->session, s);
+        return 0;
+}
+
+/* {"pen": ..., "session": ... or null} */
+static void print_pen_and_session_json(const struct mnctl_pen *p, const struct mnctl_session *s) {
+        struct json j;
+
+        json_init(&j, stdout, true);
+        json_object_begin(&j);
+        json_key(&j, "pen");
+        mnctl_json_pen(&j, p);
+        json_key(&j, "session");
+        if (s->path)
+                mnctl_json_session(&j, s);
+        else
+                json_null(&j);
+        json_object_end(&j);
+        json_finish(&j);
+}
+
 int cmd_info(struct mnctl *c, const struct mnctl_args *a) {
         _cleanup_(mnctl_pen_clearp) struct mnctl_pen p = {};
         _cleanup_(mnctl_session_clearp) struct mnctl_session s = {};
         char buf[6][160], d1[16], d2[16], d3[16];
         int r;
 
-        r = load_named_pen(c, a->npos > 0 ? a->pos[0] : NULL, &p);
+        r = load_pen_and_session(c, a, &p, &s);
         if (r < 0)
                 return r;
-        if (mnctl_pen_has_session(&p)) {
-                r = mnctl_load_session(c, p.session, &s);
-                if (r < 0)
-                        return r;
-        }
-
         if (c->json) {
-                struct json j;
-
-                json_init(&j, stdout, true);
-                json_object_begin(&j);
-                json_key(&j, "pen");
-                mnctl_json_pen(&j, &p);
-                json_key(&j, "session");
-                if (s.path)
-                        mnctl_json_session(&j, &s);
-                else
-                        json_null(&j);
-                json_object_end(&j);
-                json_finish(&j);
+                print_pen_and_session_json(&p, &s);
                 return 0;
         }
 
@@ -231,29 +243,11 @@ int cmd_status(struct mnctl *c, const struct mnctl_args *a) {
         _cleanup_(mnctl_session_clearp) struct mnctl_session s = {};
         int r;
 
-        r = load_named_pen(c, a->npos > 0 ? a->pos[0] : NULL, &p);
+        r = load_pen_and_session(c, a, &p, &s);
         if (r < 0)
                 return r;
-        if (mnctl_pen_has_session(&p)) {
-                r = mnctl_load_session(c, p.session, &s);
-                if (r < 0)
-                        return r;
-        }
-
         if (c->json) {
-                struct json j;
-
-                json_init(&j, stdout, true);
-                json_object_begin(&j);
-                json_key(&j, "pen");
-                mnctl_json_pen(&j, &p);
-                json_key(&j, "session");
-                if (s.path)
-                        mnctl_json_session(&j, &s);
-                else
-                        json_null(&j);
-                json_object_end(&j);
-                json_finish(&j);
+                print_pen_and_session_json(&p, &s);
                 return 0;
         }
         mnctl_print_view(stdout, &p, s.path ? &s : NULL, c->color);

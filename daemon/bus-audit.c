@@ -18,6 +18,7 @@
 #include "audit-trail.h"
 #include "auth.h"
 #include "bus-error.h"
+#include "bus-options.h"
 #include "log.h"
 #include "manager.h"
 #include "text.h"
@@ -68,109 +69,22 @@ static int property_get_head_hash(sd_bus *bus, const char *path, const char *int
 
 /* ---- Query ---- */
 
-enum {
-        FILTER_SINCE,
-        FILTER_UNTIL,
-        FILTER_PEN,
-        FILTER_SESSION,
-        FILTER_CARTRIDGE,
-        FILTER_KIND,
-        FILTER_AFTER_SEQ,
-        FILTER_LIMIT,
-        _FILTER_MAX,
-};
-
-static const struct {
-        const char *key;
-        const char *type;
-} filter_table[_FILTER_MAX] = {
-        [FILTER_SINCE]     = { "since",     "t" },
-        [FILTER_UNTIL]     = { "until",     "t" },
-        [FILTER_PEN]       = { "pen",       "s" },
-        [FILTER_SESSION]   = { "session",   "t" },
-        [FILTER_CARTRIDGE] = { "cartridge", "s" },
-        [FILTER_KIND]      = { "kind",      "s" },
-        [FILTER_AFTER_SEQ] = { "after_seq", "t" },
-        [FILTER_LIMIT]     = { "limit",     "u" },
-};
-
 static int parse_filter(sd_bus_message *message, struct mnd_audit_filter *f, sd_bus_error *error) {
-        bool seen[_FILTER_MAX] = {};
+        struct mnd_bus_option table[] = {
+                { "since",     "t", NULL, &f->since,     false },
+                { "until",     "t", NULL, &f->until,     false },
+                { "pen",       "s", NULL, &f->pen,       false },
+                { "session",   "t", NULL, &f->session,   false },
+                { "cartridge", "s", NULL, &f->cartridge, false },
+                { "kind",      "s", NULL, &f->kind,      false },
+                { "after_seq", "t", NULL, &f->after_seq, false },
+                { "limit",     "u", NULL, &f->limit,     false },
+        };
         int r;
 
-        r = sd_bus_message_enter_container(message, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                unsigned i;
-
-                r = sd_bus_message_read(message, "s", &key);
-                if (r < 0)
-                        return r;
-                for (i = 0; i < _FILTER_MAX; i++)
-                        if (streq(key, filter_table[i].key))
-                                break;
-                if (i == _FILTER_MAX) {
-                        char q[MND_TEXT_QUOTE_SIZE(32)];
-
-                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "unknown filter key '%s'; the keys are since (t), until (t), "
-                                                 "pen (s), session (t), cartridge (s), kind (s), after_seq (t) and "
-                                                 "limit (u)", mnd_text_quote(key, 32, q, sizeof(q)));
-                }
-                if (seen[i])
-                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "filter key '%s' is given more than once", key);
-                seen[i] = true;
-                r = sd_bus_message_peek_type(message, NULL, &contents);
-                if (r < 0)
-                        return r;
-                if (!streq(contents, filter_table[i].type))
-                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "filter key '%s' must be of type '%s', not '%.16s'", key,
-                                                 filter_table[i].type, contents);
-                r = sd_bus_message_enter_container(message, 'v', contents);
-                if (r < 0)
-                        return r;
-                switch (i) {
-                case FILTER_SINCE:
-                        r = sd_bus_message_read(message, "t", &f->since);
-                        break;
-                case FILTER_UNTIL:
-                        r = sd_bus_message_read(message, "t", &f->until);
-                        break;
-                case FILTER_PEN:
-                        r = sd_bus_message_read(message, "s", &f->pen);
-                        break;
-                case FILTER_SESSION:
-                        r = sd_bus_message_read(message, "t", &f->session);
-                        break;
-                case FILTER_CARTRIDGE:
-                        r = sd_bus_message_read(message, "s", &f->cartridge);
-                        break;
-                case FILTER_KIND:
-                        r = sd_bus_message_read(message, "s", &f->kind);
-                        break;
-                case FILTER_AFTER_SEQ:
-                        r = sd_bus_message_read(message, "t", &f->after_seq);
-                        break;
-                case FILTER_LIMIT:
-                        r = sd_bus_message_read(message, "u", &f->limit);
-                        break;
-                }
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(message);
+        r = mnd_bus_read_options(message, table, ELEMENTSOF(table), "filter key",
+                                 "the keys are since (t), until (t), pen (s), session (t), cartridge (s), "
+                                 "kind (s), after_seq (t) and limit (u)", error);
         if (r < 0)
                 return r;
 

@@ -10,6 +10,7 @@
 #include "audit-trail.h"
 #include "auth.h"
 #include "bus-error.h"
+#include "bus-options.h"
 #include "log.h"
 #include "manager.h"
 #include "text.h"
@@ -227,44 +228,61 @@ static int setpoint_write_ahead(struct mnd_pen *pen, sd_bus_message *message, ui
         return mnd_audit_write_ahead(pen->manager, &b, what, "nothing was sent to the pen", error);
 }
 
-static int set_depth_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+/* What SetDepth and SetSpeed differ in. */
+struct setpoint {
+        bool depth;             /* the depth (µm), else the speed (Hz) */
+        int (*check)(const struct mnp_limits *l, const struct mnp_pen_range *pen, const char *area, uint32_t value,
+                     char *reason, size_t size);
+        int (*set)(struct mnd_pen_link *l, uint32_t value, mnd_pen_done_fn done, void *userdata);
+};
+
+static const struct setpoint setpoint_depth = { true, mnp_check_depth, mnd_pen_link_set_depth };
+static const struct setpoint setpoint_speed = { false, mnp_check_speed, mnd_pen_link_set_speed };
+
+static int set_setpoint_authorised(const struct setpoint *sp, sd_bus_message *message, void *userdata,
+                                   sd_bus_error *error) {
         struct mnd_pen *pen;
         char reason[MNP_REASON_MAX], what[64], mm[16];
         struct pen_op *op;
-        uint32_t depth;
+        uint32_t value, depth, speed;
         int r;
 
-        r = sd_bus_message_read(message, "u", &depth);
+        r = sd_bus_message_read(message, "u", &value);
         if (r < 0)
                 return r;
+        depth = sp->depth ? value : MND_AUDIT_UNSET;
+        speed = sp->depth ? MND_AUDIT_UNSET : value;
         r = pen_of_call(userdata, message, &pen, error);
         if (r < 0)
                 return r;
         r = pen_check_operable(pen, message, error);
         if (r < 0)
-                return refuse(pen, message, r, error, mnd_pen_current_area(pen), depth, MND_AUDIT_UNSET,
-                              MND_AUDIT_UNSET);
+                return refuse(pen, message, r, error, mnd_pen_current_area(pen), depth, speed, MND_AUDIT_UNSET);
 
         /* Every limit at once, before anything is sent: pen range, absolute, clinic, session area. */
-        r = mnp_check_depth(&pen->manager->config->limits, &pen->identity.range, mnd_pen_current_area(pen),
-                            depth, reason, sizeof(reason));
+        r = sp->check(&pen->manager->config->limits, &pen->identity.range, mnd_pen_current_area(pen), value,
+                      reason, sizeof(reason));
         if (r < 0) {
-                log_notice("Pen %s: refused depth %" PRIu32 " um: %s", pen->identity.serial, depth, reason);
+                log_notice("Pen %s: refused %s %" PRIu32 " %s: %s", pen->identity.serial,
+                           sp->depth ? "depth" : "speed", value, sp->depth ? "um" : "Hz", reason);
                 return refuse(pen, message, mnd_bus_error_set_limit(error, r, reason), error,
-                              mnd_pen_current_area(pen), depth, MND_AUDIT_UNSET, MND_AUDIT_UNSET);
+                              mnd_pen_current_area(pen), depth, speed, MND_AUDIT_UNSET);
         }
 
-        snprintf(what, sizeof(what), "set depth to %s", mnp_format_depth(depth, mm, sizeof(mm)));
+        if (sp->depth)
+                snprintf(what, sizeof(what), "set depth to %s", mnp_format_depth(value, mm, sizeof(mm)));
+        else
+                snprintf(what, sizeof(what), "set speed to %" PRIu32 " Hz", value);
         /* On the trail, durably, before the pen is told. */
-        r = setpoint_write_ahead(pen, message, depth, MND_AUDIT_UNSET, what, error);
+        r = setpoint_write_ahead(pen, message, depth, speed, what, error);
         if (r < 0)
                 return r;
         op = pen_op_new(pen, message, what);
         if (!op)
                 return -ENOMEM;
-        op->kind = PEN_OP_DEPTH;
-        op->value = depth;
-        r = mnd_pen_link_set_depth(pen->link, depth, pen_op_done, op);
+        op->kind = sp->depth ? PEN_OP_DEPTH : PEN_OP_SPEED;
+        op->value = value;
+        r = sp->set(pen->link, value, pen_op_done, op);
         if (r < 0) {
                 pen_op_free(op);
                 return mnd_bus_error_set_pen(error, r, pen->identity.serial, what, NULL);
@@ -272,72 +290,33 @@ static int set_depth_authorised(sd_bus_message *message, void *userdata, sd_bus_
         return 1;
 }
 
-static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct mnd_pen *pen = userdata;
-        uint32_t depth;
-        int r;
-
-        /* A well-typed depth is all there is to validate before authorisation: the limits come
-         * after it (an unauthorised caller learns nothing about them). */
-        r = sd_bus_message_read(message, "u", &depth);
-        if (r < 0)
-                return r;
-        return mnd_auth_operate(pen->manager, message, set_depth_authorised, pen->manager, error);
+static int set_depth_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return set_setpoint_authorised(&setpoint_depth, message, userdata, error);
 }
 
 static int set_speed_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct mnd_pen *pen;
-        char reason[MNP_REASON_MAX], what[64];
-        struct pen_op *op;
-        uint32_t speed;
+        return set_setpoint_authorised(&setpoint_speed, message, userdata, error);
+}
+
+/* A well-typed value is all there is to validate before authorisation: the limits come after it
+ * (an unauthorised caller learns nothing about them). */
+static int method_set_setpoint(sd_bus_message *message, struct mnd_pen *pen, mnd_auth_continue_fn authorised,
+                               sd_bus_error *error) {
+        uint32_t value;
         int r;
 
-        r = sd_bus_message_read(message, "u", &speed);
+        r = sd_bus_message_read(message, "u", &value);
         if (r < 0)
                 return r;
-        r = pen_of_call(userdata, message, &pen, error);
-        if (r < 0)
-                return r;
-        r = pen_check_operable(pen, message, error);
-        if (r < 0)
-                return refuse(pen, message, r, error, mnd_pen_current_area(pen), MND_AUDIT_UNSET, speed,
-                              MND_AUDIT_UNSET);
+        return mnd_auth_operate(pen->manager, message, authorised, pen->manager, error);
+}
 
-        r = mnp_check_speed(&pen->manager->config->limits, &pen->identity.range, mnd_pen_current_area(pen),
-                            speed, reason, sizeof(reason));
-        if (r < 0) {
-                log_notice("Pen %s: refused speed %" PRIu32 " Hz: %s", pen->identity.serial, speed, reason);
-                return refuse(pen, message, mnd_bus_error_set_limit(error, r, reason), error,
-                              mnd_pen_current_area(pen), MND_AUDIT_UNSET, speed, MND_AUDIT_UNSET);
-        }
-
-        snprintf(what, sizeof(what), "set speed to %" PRIu32 " Hz", speed);
-        /* On the trail, durably, before the pen is told. */
-        r = setpoint_write_ahead(pen, message, MND_AUDIT_UNSET, speed, what, error);
-        if (r < 0)
-                return r;
-        op = pen_op_new(pen, message, what);
-        if (!op)
-                return -ENOMEM;
-        op->kind = PEN_OP_SPEED;
-        op->value = speed;
-        r = mnd_pen_link_set_speed(pen->link, speed, pen_op_done, op);
-        if (r < 0) {
-                pen_op_free(op);
-                return mnd_bus_error_set_pen(error, r, pen->identity.serial, what, NULL);
-        }
-        return 1;
+static int method_set_depth(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return method_set_setpoint(message, userdata, set_depth_authorised, error);
 }
 
 static int method_set_speed(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        struct mnd_pen *pen = userdata;
-        uint32_t speed;
-        int r;
-
-        r = sd_bus_message_read(message, "u", &speed);
-        if (r < 0)
-                return r;
-        return mnd_auth_operate(pen->manager, message, set_speed_authorised, pen->manager, error);
+        return method_set_setpoint(message, userdata, set_speed_authorised, error);
 }
 
 static int clear_fault_authorised(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -409,30 +388,6 @@ struct start_options {
         const char *patient_ref;
 };
 
-enum {
-        OPT_AREA,
-        OPT_DURATION,
-        OPT_DEPTH,
-        OPT_SPEED,
-        OPT_OPERATOR,
-        OPT_PATIENT_REF,
-        _OPT_MAX,
-};
-
-static const struct {
-        const char *key;
-        const char *type;
-        const char *type_name;
-        bool required;
-} start_option_table[_OPT_MAX] = {
-        [OPT_AREA]        = { "area",        "s", "string", true },
-        [OPT_DURATION]    = { "duration_s",  "u", "uint32", true },
-        [OPT_DEPTH]       = { "depth_um",    "u", "uint32", false },
-        [OPT_SPEED]       = { "speed_hz",    "u", "uint32", false },
-        [OPT_OPERATOR]    = { "operator",    "s", "string", false },
-        [OPT_PATIENT_REF] = { "patient_ref", "s", "string", false },
-};
-
 static int check_option_text(const char *key, const char *value, size_t max, sd_bus_error *error) {
         int r = mnd_session_check_text(value, max);
 
@@ -447,90 +402,40 @@ static int check_option_text(const char *key, const char *value, size_t max, sd_
         return 0;
 }
 
+enum {
+        OPT_AREA,
+        OPT_DURATION,
+        OPT_DEPTH,
+        OPT_SPEED,
+        OPT_OPERATOR,
+        OPT_PATIENT_REF,
+        _OPT_MAX,
+};
+
 static int parse_start_options(sd_bus_message *message, struct start_options *o, sd_bus_error *error) {
-        bool seen[_OPT_MAX] = {};
+        struct mnd_bus_option table[_OPT_MAX] = {
+                [OPT_AREA]        = { "area",        "s", "string", &o->area, false },
+                [OPT_DURATION]    = { "duration_s",  "u", "uint32", &o->duration_s, false },
+                [OPT_DEPTH]       = { "depth_um",    "u", "uint32", &o->depth_um, false },
+                [OPT_SPEED]       = { "speed_hz",    "u", "uint32", &o->speed_hz, false },
+                [OPT_OPERATOR]    = { "operator",    "s", "string", &o->operator_name, false },
+                [OPT_PATIENT_REF] = { "patient_ref", "s", "string", &o->patient_ref, false },
+        };
         int r;
 
-        r = sd_bus_message_enter_container(message, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                unsigned i;
-
-                r = sd_bus_message_read(message, "s", &key);
-                if (r < 0)
-                        return r;
-                for (i = 0; i < _OPT_MAX; i++)
-                        if (streq(key, start_option_table[i].key))
-                                break;
-                if (i == _OPT_MAX) {
-                        char q[MND_TEXT_QUOTE_SIZE(32)];
-
-                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "unknown option '%s'; the options are area (s), duration_s (u), "
-                                                 "depth_um (u), speed_hz (u), operator (s) and patient_ref (s)",
-                                                 mnd_text_quote(key, 32, q, sizeof(q)));
-                }
-                if (seen[i])
-                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "option '%s' is given more than once", key);
-                seen[i] = true;
-
-                r = sd_bus_message_peek_type(message, NULL, &contents);
-                if (r < 0)
-                        return r;
-                if (!streq(contents, start_option_table[i].type))
-                        return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "option '%s' must be of type '%s' (%s), not '%.16s'", key,
-                                                 start_option_table[i].type, start_option_table[i].type_name,
-                                                 contents);
-                r = sd_bus_message_enter_container(message, 'v', contents);
-                if (r < 0)
-                        return r;
-                switch (i) {
-                case OPT_AREA:
-                        r = sd_bus_message_read(message, "s", &o->area);
-                        break;
-                case OPT_DURATION:
-                        r = sd_bus_message_read(message, "u", &o->duration_s);
-                        break;
-                case OPT_DEPTH:
-                        r = sd_bus_message_read(message, "u", &o->depth_um);
-                        o->has_depth = true;
-                        break;
-                case OPT_SPEED:
-                        r = sd_bus_message_read(message, "u", &o->speed_hz);
-                        o->has_speed = true;
-                        break;
-                case OPT_OPERATOR:
-                        r = sd_bus_message_read(message, "s", &o->operator_name);
-                        break;
-                case OPT_PATIENT_REF:
-                        r = sd_bus_message_read(message, "s", &o->patient_ref);
-                        break;
-                }
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(message);
+        r = mnd_bus_read_options(message, table, _OPT_MAX, "option",
+                                 "the options are area (s), duration_s (u), depth_um (u), speed_hz (u), "
+                                 "operator (s) and patient_ref (s)", error);
         if (r < 0)
                 return r;
 
-        for (unsigned i = 0; i < _OPT_MAX; i++)
-                if (start_option_table[i].required && !seen[i])
+        for (unsigned i = OPT_AREA; i <= OPT_DURATION; i++)     /* the required ones */
+                if (!table[i].seen)
                         return sd_bus_error_setf(error, MND_ERROR_INVALID_ARGUMENT,
-                                                 "option '%s' (type '%s', %s) is required",
-                                                 start_option_table[i].key, start_option_table[i].type,
-                                                 start_option_table[i].type_name);
+                                                 "option '%s' (type '%s', %s) is required", table[i].key,
+                                                 table[i].type, table[i].type_name);
+        o->has_depth = table[OPT_DEPTH].seen;
+        o->has_speed = table[OPT_SPEED].seen;
 
         r = check_option_text("area", o->area, MNP_AREA_ID_MAX - 1, error);
         if (r < 0) {
