@@ -869,31 +869,41 @@ int mnd_audit_checkpoint(struct mnd_audit *a, struct mnd_audit_checkpoint *ret) 
 
 /* ---- open, migrate, close ---- */
 
-static int schema_version(struct mnd_audit *a, int *ret) {
+/* The one integer a statement without parameters answers (a PRAGMA, a count).
+ * Prepared afresh each time: a cached PRAGMA statement may answer from prepare time. */
+static int query_int(struct mnd_audit *a, const char *sql, int64_t *ret) {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *s = NULL;
         int r, rc;
 
-        r = prepare(a, "PRAGMA user_version", &s);
+        r = prepare(a, sql, &s);
         if (r < 0)
                 return r;
         rc = sqlite3_step(s);
         if (rc != SQLITE_ROW)
                 return errno_from_sqlite(a->db, rc) ?: -EBADMSG;
-        *ret = sqlite3_column_int(s, 0);
+        *ret = sqlite3_column_int64(s, 0);
+        return 0;
+}
+
+static int schema_version(struct mnd_audit *a, int *ret) {
+        int64_t v;
+        int r;
+
+        r = query_int(a, "PRAGMA user_version", &v);
+        if (r < 0)
+                return r;
+        *ret = (int) v;
         return 0;
 }
 
 static int schema_is_empty(struct mnd_audit *a) {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *s = NULL;
-        int r, rc;
+        int64_t n;
+        int r;
 
-        r = prepare(a, "SELECT count(*) FROM sqlite_schema", &s);
+        r = query_int(a, "SELECT count(*) FROM sqlite_schema", &n);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(s);
-        if (rc != SQLITE_ROW)
-                return errno_from_sqlite(a->db, rc) ?: -EBADMSG;
-        return sqlite3_column_int64(s, 0) == 0;
+        return n == 0;
 }
 
 /* Creates or migrates the schema in one transaction. */
@@ -1062,38 +1072,27 @@ int mnd_audit_open(const char *directory, unsigned flags, struct mnd_audit **ret
 }
 
 int mnd_audit_set_max_size(struct mnd_audit *a, uint64_t bytes) {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *s = NULL;
-        sqlite3_int64 page_size, pages;
+        int64_t page_size, pages, ignored;
         char sql[64];
-        int r, rc;
+        int r;
 
         if (!a)
                 return -EINVAL;
-        r = prepare(a, "PRAGMA page_size", &s);
+        r = query_int(a, "PRAGMA page_size", &page_size);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(s);
-        if (rc != SQLITE_ROW)
-                return errno_from_sqlite(a->db, rc) ?: -EIO;
-        page_size = sqlite3_column_int64(s, 0);
         if (page_size <= 0)
                 return -EIO;
-        sqlite3_finalize(TAKE_PTR(s));
 
-        /* 0: SQLite's own maximum. */
-        pages = bytes == 0 ? 0xfffffffe : (sqlite3_int64) MIN(bytes / (uint64_t) page_size, (uint64_t) 0xfffffffe);
-        a->max_pages = bytes == 0 ? 0 : (uint64_t) pages;
+        /* 0: SQLite's own maximum.  A cap below one page is one page (SQLite
+         * raises it to the current size anyway). */
+        pages = bytes == 0 ? 0xfffffffe : (int64_t) MIN(bytes / (uint64_t) page_size, (uint64_t) 0xfffffffe);
         if (pages == 0)
-                pages = 1;      /* SQLite raises it to the current size anyway */
+                pages = 1;
+        a->max_pages = bytes == 0 ? 0 : (uint64_t) pages;
         /* PRAGMA takes no bound parameters; the number is ours, formatted, not user text. */
-        snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRIi64, (int64_t) pages);
-        r = prepare(a, sql, &s);
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(s);
-        if (rc != SQLITE_ROW)
-                return errno_from_sqlite(a->db, rc) ?: -EIO;
-        return 0;
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRIi64, pages);
+        return query_int(a, sql, &ignored);
 }
 
 /* ---- append ---- */
@@ -1102,19 +1101,15 @@ int mnd_audit_set_max_size(struct mnd_audit *a, uint64_t bytes) {
  * appended, not even an event small enough for the slack left in some page,
  * so what is refused does not depend on how full the last pages happen to be. */
 static int check_room(struct mnd_audit *a) {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *s = NULL;
-        int r, rc;
+        int64_t pages;
+        int r;
 
         if (a->max_pages == 0)
                 return 0;
-        /* Prepared afresh: a cached PRAGMA statement may answer from prepare time. */
-        r = prepare(a, "PRAGMA page_count", &s);
+        r = query_int(a, "PRAGMA page_count", &pages);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(s);
-        if (rc != SQLITE_ROW)
-                return errno_from_sqlite(a->db, rc) ?: -EIO;
-        return (uint64_t) sqlite3_column_int64(s, 0) >= a->max_pages ? -ENOSPC : 0;
+        return (uint64_t) pages >= a->max_pages ? -ENOSPC : 0;
 }
 
 static int insert(struct mnd_audit *a, const struct mnd_audit_event *e, uint64_t time_usec,
