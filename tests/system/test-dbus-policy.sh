@@ -14,6 +14,7 @@
 set -euo pipefail
 
 fail() { printf 'test-dbus-policy: FAIL: %s\n' "$*" >&2; exit 1; }
+. "$(dirname "$0")/system-bus.sh"
 
 if [ $# -ne 3 ]; then
         echo "usage: $0 POLICY SYSUSERS WORKDIR" >&2
@@ -56,40 +57,11 @@ mount --bind "$tmp/root/etc/group" /etc/group
 mnd_uid=$(id -u mnd) || fail "user mnd does not resolve"
 
 # The system bus's defaults (as in dbus's system.conf), then our file.
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$tmp/bus.sock</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>$policy</include>
-</busconfig>
-EOF
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile >"$tmp/bus.log" 2>&1 &
-bus_pid=$!
-for _ in $(seq 100); do [ -S "$tmp/bus.sock" ] && break; sleep 0.05; done
-[ -S "$tmp/bus.sock" ] || fail "dbus-daemon did not start: $(cat "$tmp/bus.log")"
-chmod 0666 "$tmp/bus.sock"
+start_system_bus "$tmp" "$policy"
 # (Raising the fd limit may be refused in a container: not about our file.)
 if grep -i -E 'warn|error|unknown' "$tmp/bus.log" | grep -v 'fd limit'; then
         fail "dbus-daemon complained about the configuration (above)"
 fi
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$tmp/bus.sock
 
 cat >"$tmp/server.py" <<'EOF'
 import sys, dbus, dbus.service, dbus.mainloop.glib

@@ -22,6 +22,7 @@
 set -euo pipefail
 
 fail() { printf 'test-polkit: FAIL: %s\n' "$*" >&2; exit 1; }
+. "$(dirname "$0")/system-bus.sh"
 
 if [ $# -ne 5 ]; then
         echo "usage: $0 MND MNSIM MNCTL POLICY WORKDIR" >&2
@@ -54,42 +55,11 @@ trap cleanup EXIT
 # The system bus's defaults (as in dbus's system.conf), polkit's own policy file's rules, then
 # mnd's file.  Test only: root owns mnd's name here (the pens under mnsim belong to root; in
 # production the name is user mnd's) and the mock's; root may monitor (as in system.conf).
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$tmp/bus.sock</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.PolicyKit1"/>
-  </policy>
-  <policy user="root">
+start_system_bus "$tmp" "$policy" '    <allow send_destination="org.freedesktop.PolicyKit1"/>' '  <policy user="root">
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
     <allow own="org.freedesktop.PolicyKit1"/>
     <allow own="org.microneedle.Mnd1"/>
-  </policy>
-  <include>$policy</include>
-</busconfig>
-EOF
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile >"$tmp/bus.log" 2>&1 &
-bus_pid=$!
-for _ in $(seq 100); do [ -S "$tmp/bus.sock" ] && break; sleep 0.05; done
-[ -S "$tmp/bus.sock" ] || fail "dbus-daemon did not start: $(cat "$tmp/bus.log")"
-chmod 0666 "$tmp/bus.sock"
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$tmp/bus.sock
+  </policy>'
 
 # The client: one line per call, "OK ..." or "ERROR-NAME<TAB>message".
 cat >"$tmp/client.py" <<'EOF'
