@@ -17,6 +17,9 @@ packages=(
         # user, the sqlite3 shell for tampering with an audit database on purpose, a fake
         # polkitd (python3-dbusmock's polkitd template) for the polkit test
         udev python3-dbus python3-gi sqlite3 python3-dbusmock
+        # tests that slow a process down (strace), make a file immutable (chattr), watch the
+        # bus (dbus-monitor) or find a child process (pgrep)
+        strace e2fsprogs dbus-bin procps
 )
 
 missing=()
